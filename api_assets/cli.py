@@ -1,0 +1,62 @@
+"""`api-assets`: the project's own command line (CONTRACT §2).
+
+Each subcommand imports its module lazily so that `api-assets validate` stays fast and never
+pays for Dagster's import.
+"""
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="api-assets", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole demo against the bundled demo API")
+    demo.add_argument("--ui", action="store_true", help="then open the Dagster UI on the same instance")
+    demo.add_argument("--port", type=int, default=3000, help="UI port (with --ui)")
+
+    api = sub.add_parser("demo-api", help="run the bundled demo API alone")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8765)
+    api.add_argument("--seed", type=int, default=42)
+    api.add_argument("--faults", default=None, help="a fault profile name")
+    api.add_argument("--token-lifetime", type=float, default=3600.0)
+    api.add_argument("--rate-limit", type=float, default=0.0, help="requests/s per credential (0: off)")
+    api.add_argument("--latency-ms", type=float, default=0.0)
+
+    val = sub.add_parser("validate", help="validate a sources file or folder")
+    val.add_argument("path", nargs="?", default=None)
+
+    wh = sub.add_parser("webhooks", help="webhook receiver")
+    whsub = wh.add_subparsers(dest="webhooks_command", required=True)
+    serve = whsub.add_parser("serve", help="serve POST /webhooks/<source>")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8780)
+    serve.add_argument("--sources", default=None, help="sources file or folder")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "validate":
+        from api_assets.sources import validate_command
+
+        return validate_command(args.path)
+    if args.command == "demo-api":
+        from api_assets.demo_api.server import main as demo_api_main
+
+        return demo_api_main(args)
+    if args.command == "webhooks":
+        from api_assets.webhooks.receiver import serve_command
+
+        return serve_command(args)
+    if args.command == "demo":
+        from api_assets.demo import run_demo
+
+        return run_demo(ui=args.ui, ui_port=args.port)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""A fetched page and the evidence of a fetch: what the archive, the report and the checks use.
+
+A `Page` is one HTTP exchange that produced records (or proved there were none). Its URL and
+params are already redacted: nothing in a Page is secret, so it may be written anywhere.
+`FetchStats` accumulates the run-level evidence while pages stream by.
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# Response headers worth keeping as evidence (lower-case).
+EVIDENCE_HEADERS = (
+    "date",
+    "retry-after",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "ratelimit-policy",
+    "x-total-count",
+    "link",
+    "content-type",
+)
+
+
+@dataclass
+class Page:
+    """One page of one endpoint: the body as fetched and the records found in it."""
+
+    index: int  # 0-based position in the endpoint's page sequence for this run
+    url: str  # full URL without query, secrets redacted
+    params: dict[str, Any]  # query params sent, secrets redacted
+    status: int
+    headers: dict[str, str]  # the EVIDENCE_HEADERS present, lower-case names
+    fetched_at: datetime  # aware UTC
+    body: bytes
+    records: list[dict[str, Any]]
+    attempts: int = 1  # requests it took (1 + retries)
+    elapsed_s: float = 0.0
+    parent: dict[str, Any] | None = None  # placeholder values of a child endpoint's request
+    total_reported: int | None = None  # total records the API stated on this page, if any
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.body).hexdigest()
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.body)
+
+
+@dataclass
+class FetchStats:
+    """Run-level evidence of one endpoint fetch, filled while pages stream by."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0  # 429 answers
+    pages: int = 0
+    fetched: int = 0  # records received, duplicates included
+    bytes: int = 0
+    total_reported: int | None = None
+    # why pagination ended: "signal" (the API's own next signal was absent), "empty_page",
+    # "total_reached", "single_page", "max_pages" (a safety cap: not proof of completeness)
+    stop_reason: str | None = None
+    empty_pages: list[int] = field(default_factory=list)  # indexes of empty pages
+    short_pages: list[int] = field(default_factory=list)  # pages shorter than the page size, not last
+    not_found: list[dict[str, Any]] = field(default_factory=list)  # child requests answered 404
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "pages": self.pages,
+            "fetched": self.fetched,
+            "bytes": self.bytes,
+            "total_reported": self.total_reported,
+            "stop_reason": self.stop_reason,
+            "empty_pages": list(self.empty_pages),
+            "short_pages": list(self.short_pages),
+            "not_found": list(self.not_found),
+            "warnings": list(self.warnings),
+        }
