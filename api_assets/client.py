@@ -1,0 +1,452 @@
+"""The source client: where a request is built, sent under the rate limit and retried, and where a
+response becomes a `Page` with its evidence.
+
+One `SourceClient` per source per process (`get_client`) holds one keep-alive `httpx.Client`, the
+source's auth (with its shared token cache), its rate limiter and its redactor. `fetch()` walks one
+paginated series; when the first page makes the page set known it fetches the rest concurrently
+(up to `max_concurrency`, under the limiter) and still yields pages in order. `fetch_children()`
+fans out one series per parent record.
+"""
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from api_assets.auth import build_auth
+from api_assets.errors import ApiAssetsError, FetchError, PaginationError
+from api_assets.pages import EVIDENCE_HEADERS, FetchStats, Page
+from api_assets.paginators import (
+    Offset,
+    PageRequest,
+    Paginator,
+    Response,
+    lookup,
+    make_paginator,
+)
+from api_assets.ratelimit import get_limiter
+from api_assets.redact import Redactor
+from api_assets.retry import RetryableBody, RetryPolicy
+from api_assets.sources import EndpointConfig, SourceConfig
+
+USER_AGENT = "api-assets/0.1 (+httpx)"
+
+
+class NotFound(FetchError):
+    """A 404 for one request; for a child endpoint it may be recorded instead of failing."""
+
+
+def records_of(body: Any, records_path: str | None) -> list[dict[str, Any]]:
+    """The records in a parsed body: the list at `records_path` (or the body itself); a body that
+    is one object is one record. Raises `RetryableBody` for an error object or a missing path."""
+    if isinstance(body, dict) and ("error" in body or "errors" in body):
+        if records_path is None or lookup(body, records_path) is None:
+            raise RetryableBody(f"the API answered 200 with an error body: {_excerpt(body)}")
+    value = body if records_path is None else lookup(body, records_path)
+    if value is None:
+        raise RetryableBody(f"the body has no `{records_path}`: {_excerpt(body)}")
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return [value]
+    raise RetryableBody(f"`{records_path or '<body>'}` is a {type(value).__name__}, not a list")
+
+
+def _excerpt(body: Any, limit: int = 300) -> str:
+    text = body if isinstance(body, str) else orjson.dumps(body).decode(errors="replace")
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+class _Locked:
+    """Thread-safe increments of the shared FetchStats."""
+
+    def __init__(self, stats: FetchStats):
+        self.stats = stats
+        self.lock = threading.Lock()
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for name, n in counts.items():
+                setattr(self.stats, name, getattr(self.stats, name) + n)
+
+
+class SourceClient:
+    """HTTP for one source: auth, rate limit, retries, pagination, evidence."""
+
+    def __init__(
+        self,
+        source: SourceConfig,
+        *,
+        shared_dir: Path | None = None,
+        credential_dir: Path | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.source = source
+        self.redactor = Redactor.for_source(source)
+        self.auth = build_auth(source, redactor=self.redactor, credential_dir=credential_dir)
+        rl = source.rate_limit
+        self.limiter = get_limiter(f"{source.name}:{self.auth.label}", rl, shared_dir)
+        self.http = httpx.Client(
+            base_url=source.base_url,
+            headers={"User-Agent": USER_AGENT, **source.headers},
+            timeout=source.timeout_seconds,
+            auth=self.auth,
+            limits=httpx.Limits(
+                max_connections=rl.max_concurrency + 2,
+                max_keepalive_connections=rl.max_concurrency + 2,
+            ),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    # --- one request -------------------------------------------------------------------------
+
+    def _where(self, endpoint: EndpointConfig, url: str) -> str:
+        return f"source `{self.source.name}`, endpoint `{endpoint.name}`, {self.redactor.url(url)}"
+
+    def get_page(
+        self,
+        endpoint: EndpointConfig,
+        path: str,
+        request: PageRequest,
+        base_params: dict[str, Any],
+        paginator: Paginator,
+        *,
+        index: int,
+        counts: _Locked,
+        parent: dict[str, Any] | None = None,
+    ) -> tuple[Page, Response]:
+        """Send one page request (with retries) and turn the answer into a Page."""
+        params: dict[str, Any] | None
+        if request.url is not None:
+            # The next URL carries its own query: passing params (even empty) would replace it.
+            url, params = request.url, None
+        else:
+            url = path
+            params = {k: v for k, v in {**base_params, **request.params}.items() if v is not None}
+        parsed: dict[str, Any] = {}
+
+        def on_retry(event: Any) -> None:
+            status = getattr(event, "status", None)
+            counts.add(retries=1, throttled=1 if status == 429 else 0)
+
+        def send() -> httpx.Response:
+            with self.limiter.acquire():
+                counts.add(requests=1)
+                response = self.http.request(endpoint.method, url, params=params, headers=endpoint.headers or None)
+            self.limiter.observe(response.status_code, response.headers)
+            if response.status_code == 429:
+                pass  # counted by on_retry when retried; a final 429 is counted below
+            if response.status_code == 200:
+                try:
+                    body = orjson.loads(response.content)
+                except orjson.JSONDecodeError as exc:
+                    raise RetryableBody(
+                        f"the API answered 200 with a body that is not JSON ({exc}): "
+                        f"{response.content[:200]!r}"
+                    ) from None
+                parsed["records"] = records_of(body, endpoint.records_path)
+                parsed["body"] = body
+            return response
+
+        policy = RetryPolicy(
+            self.source.retry.max_attempts,
+            self.source.retry.max_backoff_seconds,
+            on_retry=on_retry,
+        )
+        started = time.monotonic()
+        try:
+            response, attempts = policy.call(send)
+        except RetryableBody as exc:
+            raise FetchError(f"{self._where(endpoint, str(url))}: {self.redactor.text(str(exc))}") from None
+        except ApiAssetsError as exc:
+            raise type(exc)(self.redactor.text(f"{self._where(endpoint, str(url))}: {exc}")) from None
+        elapsed = time.monotonic() - started
+        if response.status_code != 200:
+            if response.status_code == 429:
+                counts.add(throttled=1)
+            self._raise_for_status(endpoint, response)
+
+        headers = {k: v for k in EVIDENCE_HEADERS if (v := response.headers.get(k)) is not None}
+        links = {
+            str(rel): str(link["url"])
+            for rel, link in response.links.items()
+            if rel is not None and "url" in link
+        }
+        view = Response(
+            body=parsed["body"],
+            headers={k.lower(): v for k, v in response.headers.items()},
+            url=str(response.url),
+            records=parsed["records"],
+            links=links,
+        )
+        page = Page(
+            index=index,
+            url=self.redactor.url(str(response.url.copy_with(query=None))),
+            params=self.redactor.params(dict(response.url.params)),
+            status=response.status_code,
+            headers=headers,
+            fetched_at=datetime.now(UTC),
+            body=response.content,
+            records=view.records,
+            attempts=attempts,
+            elapsed_s=elapsed,
+            parent=parent,
+            total_reported=paginator.total_reported(view),
+        )
+        counts.add(pages=1, fetched=len(page.records), bytes=page.nbytes)
+        return page, view
+
+    def _raise_for_status(self, endpoint: EndpointConfig, response: httpx.Response) -> None:
+        status = response.status_code
+        excerpt = self.redactor.text(response.text[:300])
+        where = self._where(endpoint, str(response.url))
+        hint = {
+            400: "the API rejected a parameter: check `params` and the paginator settings",
+            401: "the credential was refused: check the auth settings and secrets",
+            403: "the credential lacks permission for this endpoint",
+            404: "check `path` and `base_url`",
+            429: "still rate limited after all retries: lower `requests_per_second`",
+        }.get(status, "the API failed after all retries" if status >= 500 else "")
+        cls = NotFound if status == 404 else FetchError
+        raise cls(
+            f"{where}: HTTP {status}: {excerpt!r}" + (f" ({hint})" if hint else ""),
+            status=status,
+            url=self.redactor.url(str(response.url)),
+        )
+
+    # --- one paginated series ----------------------------------------------------------------
+
+    def fetch(
+        self,
+        endpoint: EndpointConfig,
+        stats: FetchStats,
+        *,
+        params: dict[str, Any] | None = None,
+        path_values: dict[str, Any] | None = None,
+        first_index: int = 0,
+        concurrent: bool = True,
+    ) -> Iterator[Page]:
+        """Yield the pages of one series in order. Raises on loops, errors and bad bodies."""
+        counts = _Locked(stats)
+        paginator = make_paginator(endpoint.paginator)
+        path = endpoint.path.format(**path_values) if path_values else endpoint.path
+        base = {**endpoint.params, **(params or {})}
+        max_pages = endpoint.paginator.max_pages
+        signatures: dict[tuple[Any, ...], int] = {}
+        seen_requests: set[Any] = set()
+        index = first_index
+
+        def get(req: PageRequest, i: int) -> tuple[Page, Response]:
+            return self.get_page(
+                endpoint, path, req, base, paginator, index=i, counts=counts, parent=path_values
+            )
+
+        def judge(page: Page, previous: Page | None) -> None:
+            sig = self._signature(endpoint, page)
+            if sig is not None and sig in signatures:
+                raise PaginationError(
+                    f"{self._where(endpoint, page.url)}: page {page.index + 1} repeats page "
+                    f"{signatures[sig] + 1} (same records): the API ignores the paging parameter "
+                    f"or its pages loop; refusing to load duplicates"
+                )
+            if sig is not None:
+                signatures[sig] = page.index
+            if page.total_reported is not None:
+                stats.total_reported = page.total_reported
+            if previous is not None:
+                if not previous.records:
+                    stats.empty_pages.append(previous.index)
+                elif paginator.page_size and len(previous.records) < paginator.page_size:
+                    stats.short_pages.append(previous.index)
+
+        req = paginator.first()
+        seen_requests.add(req.fingerprint())
+        page, view = get(req, index)
+        judge(page, None)
+        yield page
+        previous = page
+
+        planned = paginator.plan(view) if concurrent else None
+        while planned:
+            if max_pages is not None and index + 1 - first_index + len(planned) > max_pages - 0:
+                keep = max(0, max_pages - (index + 1 - first_index))
+                planned = planned[:keep]
+                paginator.stop_reason = "max_pages"
+            for page in self._fetch_planned(planned, get, index + 1):
+                judge(page, previous)
+                yield page
+                previous = page
+                index = page.index
+            # The total may have grown while we paged (inserts): plan the rest, never stop short.
+            if (
+                isinstance(paginator, Offset)
+                and paginator.stop_reason != "max_pages"
+                and stats.total_reported is not None
+                and previous.records
+            ):
+                planned = paginator.plan_until(stats.total_reported)
+            else:
+                planned = []
+        if paginator.stop_reason is None:
+            while True:
+                req_next = paginator.next(view)
+                if req_next is None:
+                    break
+                if max_pages is not None and index + 1 - first_index >= max_pages:
+                    paginator.stop_reason = "max_pages"
+                    break
+                fp = req_next.fingerprint()
+                if fp in seen_requests:
+                    raise PaginationError(
+                        f"{self._where(endpoint, page.url)}: pagination loop: the next request "
+                        f"repeats an earlier one ({self.redactor.params(dict(req_next.params))}"
+                        f"{' ' + self.redactor.url(req_next.url) if req_next.url else ''})"
+                    )
+                seen_requests.add(fp)
+                index += 1
+                page, view = get(req_next, index)
+                judge(page, previous)
+                yield page
+                previous = page
+        if previous is not None and not previous.records and previous.index > first_index:
+            pass  # a final empty page is the normal end of offset/keyset series
+        stats.stop_reason = _combine_stop(stats.stop_reason, paginator.stop_reason)
+
+    def _signature(self, endpoint: EndpointConfig, page: Page) -> tuple[Any, ...] | None:
+        """What makes a page recognizable if the API serves it again."""
+        if not page.records:
+            return None
+        keys = endpoint.primary_key_fields
+        if keys:
+            first, last = page.records[0], page.records[-1]
+            return (
+                len(page.records),
+                tuple(lookup(first, k) for k in keys),
+                tuple(lookup(last, k) for k in keys),
+            )
+        return (page.sha256,)
+
+    def _fetch_planned(
+        self,
+        planned: list[PageRequest],
+        get: Callable[[PageRequest, int], tuple[Page, Response]],
+        first_index: int,
+    ) -> Iterator[Page]:
+        """Fetch known requests concurrently (bounded in flight) and yield pages in order."""
+        workers = max(1, self.source.rate_limit.max_concurrency)
+        if workers == 1 or len(planned) == 1:
+            for i, req in enumerate(planned):
+                yield get(req, first_index + i)[0]
+            return
+        window = workers * 2
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-assets-page") as pool:
+            futures: list[Future[tuple[Page, Response]]] = []
+            it = iter(enumerate(planned))
+            try:
+                for i, req in it:
+                    futures.append(pool.submit(get, req, first_index + i))
+                    if len(futures) >= window:
+                        break
+                while futures:
+                    page = futures.pop(0).result()[0]
+                    nxt = next(it, None)
+                    if nxt is not None:
+                        futures.append(pool.submit(get, nxt[1], first_index + nxt[0]))
+                    yield page
+            finally:
+                for f in futures:
+                    f.cancel()
+
+    # --- parent → child fan-out --------------------------------------------------------------
+
+    def fetch_children(
+        self,
+        endpoint: EndpointConfig,
+        parents: Iterable[dict[str, Any]],
+        stats: FetchStats,
+        *,
+        params: dict[str, Any] | None = None,
+    ) -> Iterator[Page]:
+        """One series per parent (placeholder values), concurrently; pages re-indexed in the order
+        they are yielded. A 404 is recorded in `stats.not_found` unless the endpoint says fail."""
+        assert endpoint.parent is not None
+        fail_on_404 = endpoint.parent.on_not_found == "fail"
+
+        def one(values: dict[str, Any]) -> list[Page]:
+            series = FetchStats()
+            try:
+                pages = list(
+                    self.fetch(endpoint, series, params=params, path_values=values, concurrent=False)
+                )
+            except NotFound:
+                if fail_on_404:
+                    raise
+                with lock:
+                    stats.not_found.append(values)
+                pages = []
+            with lock:
+                for name in ("requests", "retries", "throttled", "pages", "fetched", "bytes"):
+                    setattr(stats, name, getattr(stats, name) + getattr(series, name))
+                stats.empty_pages.extend(series.empty_pages)
+                stats.short_pages.extend(series.short_pages)
+                stats.stop_reason = _combine_stop(stats.stop_reason, series.stop_reason)
+            return pages
+
+        lock = threading.Lock()
+        workers = max(1, self.source.rate_limit.max_concurrency)
+        index = 0
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-assets-child") as pool:
+            futures: list[Future[list[Page]]] = []
+            it = iter(parents)
+            try:
+                for values in it:
+                    futures.append(pool.submit(one, values))
+                    if len(futures) >= workers * 4:
+                        break
+                while futures:
+                    pages = futures.pop(0).result()
+                    nxt = next(it, None)
+                    if nxt is not None:
+                        futures.append(pool.submit(one, nxt))
+                    for page in pages:
+                        page.index = index
+                        index += 1
+                        yield page
+            finally:
+                for f in futures:
+                    f.cancel()
+        if stats.stop_reason is None:
+            stats.stop_reason = "signal"
+
+
+_STOP_RANK = {None: 0, "single_page": 1, "signal": 1, "total_reached": 1, "empty_page": 1, "max_pages": 9}
+
+
+def _combine_stop(a: str | None, b: str | None) -> str | None:
+    """The stop reason of several series: `max_pages` anywhere wins (it is the one that matters)."""
+    return a if _STOP_RANK.get(a, 1) >= _STOP_RANK.get(b, 1) else b
+
+
+_clients: dict[int, SourceClient] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client(source: SourceConfig, *, shared_dir: Path | None = None, credential_dir: Path | None = None) -> SourceClient:
+    """The process's client for `source` (one per source configuration per process)."""
+    key = id(source)  # the client keeps `source` alive, so the id stays unique
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = SourceClient(source, shared_dir=shared_dir, credential_dir=credential_dir)
+            _clients[key] = client
+        return client

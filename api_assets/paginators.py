@@ -1,0 +1,379 @@
+"""Paginators: where a page is judged the last one.
+
+One base class with a small protocol, one class per style, registered under the `type` name the
+YAML uses (the shape of dlt's rest client, with stricter stop rules):
+
+- `first()` builds the first request;
+- `next(response)` reads a response and returns the next request, or None when the API's own
+  signal says this was the last page (it sets `stop_reason`);
+- `plan(response)` returns every remaining request at once when the first response makes the page
+  set known (offset or page number with a total), so the client can fetch them concurrently.
+
+Rules every paginator keeps: never stop on a short page alone; an empty page ends a series whose
+style has no other signal; a cursor, URL or keyset value seen before is a loop
+(`PaginationError`), never a silent re-read. Generic loop checks (identical pages, requests
+repeated) live in the client, which sees every paginator.
+"""
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import urljoin
+
+from api_assets import sources as cfg
+from api_assets.errors import PaginationError
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """What to ask for next: extra query params, or an absolute URL that replaces path and query."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+    url: str | None = None
+
+    def fingerprint(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return (self.url or "", tuple(sorted((k, str(v)) for k, v in self.params.items())))
+
+
+@dataclass
+class Response:
+    """What a paginator may look at: the parsed body, the headers, the URL and the records."""
+
+    body: Any
+    headers: dict[str, str]  # lower-case names
+    url: str
+    records: list[dict[str, Any]]
+    links: dict[str, str] = field(default_factory=dict)  # rel -> URL (RFC 8288)
+
+
+def lookup(obj: Any, path: str | None) -> Any:
+    """The value at a dotted path (`meta.total`, `data.0.id`), or None when any step is missing."""
+    if path is None:
+        return obj
+    for part in path.split("."):
+        if isinstance(obj, dict):
+            obj = obj.get(part)
+        elif isinstance(obj, list) and part.lstrip("-").isdigit():
+            i = int(part)
+            obj = obj[i] if -len(obj) <= i < len(obj) else None
+        else:
+            return None
+        if obj is None:
+            return None
+    return obj
+
+
+def _as_int(value: Any, what: str) -> int:
+    try:
+        n = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise PaginationError(f"{what} is {value!r}, not an integer") from None
+    if n < 0:
+        raise PaginationError(f"{what} is negative ({n})")
+    return n
+
+
+class Paginator(ABC):
+    """Base of every paginator; one instance drives one paginated series."""
+
+    type_name: ClassVar[str]
+    registry: ClassVar[dict[str, type["Paginator"]]] = {}
+
+    def __init__(self, config: Any):
+        self.config = config
+        self.stop_reason: str | None = None
+        self.page_size: int | None = None  # records a full page holds, when the style says
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type_name" in cls.__dict__:
+            Paginator.registry[cls.type_name] = cls
+
+    def first(self) -> PageRequest:
+        return PageRequest(params=dict(self.config.params))
+
+    @abstractmethod
+    def next(self, response: Response) -> PageRequest | None: ...
+
+    def plan(self, response: Response) -> list[PageRequest] | None:
+        return None
+
+    def total_reported(self, response: Response) -> int | None:
+        """Total records the API stated on this page, when the style reads one."""
+        return None
+
+    def _stop(self, reason: str) -> None:
+        self.stop_reason = reason
+
+
+def make_paginator(config: Any) -> Paginator:
+    return Paginator.registry[config.type](config)
+
+
+class SinglePage(Paginator):
+    type_name = "single_page"
+
+    def next(self, response: Response) -> PageRequest | None:
+        self._stop("single_page")
+        return None
+
+
+def _total(response: Response, path: str | None, header: str | None) -> int | None:
+    if path:
+        value = lookup(response.body, path)
+        if value is None:
+            return None
+        return _as_int(value, f"total at `{path}`")
+    if header:
+        value = response.headers.get(header.lower())
+        if value is None:
+            return None
+        return _as_int(value, f"header {header}")
+    return None
+
+
+class Offset(Paginator):
+    """`offset`/`limit`; with a total (body path or header) the page set is known after page 1."""
+
+    type_name = "offset"
+    config: cfg.OffsetPaginator
+
+    def __init__(self, config: cfg.OffsetPaginator):
+        super().__init__(config)
+        self.page_size = config.limit
+        self.offset = config.start
+
+    def _params(self, offset: int) -> dict[str, Any]:
+        return {self.config.offset_param: offset, self.config.limit_param: self.config.limit}
+
+    def first(self) -> PageRequest:
+        return PageRequest(params={**self.config.params, **self._params(self.offset)})
+
+    def total_reported(self, response: Response) -> int | None:
+        return _total(response, self.config.total_path, self.config.total_header)
+
+    def next(self, response: Response) -> PageRequest | None:
+        if not response.records:
+            self._stop("empty_page")
+            return None
+        total = self.total_reported(response)
+        self.offset += self.config.limit
+        if total is not None and self.offset >= total + self.config.start:
+            self._stop("total_reached")
+            return None
+        return PageRequest(params={**self.config.params, **self._params(self.offset)})
+
+    def plan(self, response: Response) -> list[PageRequest] | None:
+        total = self.total_reported(response)
+        if total is None or not response.records:
+            return None
+        return self.plan_until(total)
+
+    def plan_until(self, total: int) -> list[PageRequest]:
+        """Requests for every offset after the current one up to `total` records."""
+        out = []
+        end = self.config.start + total
+        while self.offset + self.config.limit < end:
+            self.offset += self.config.limit
+            out.append(PageRequest(params={**self.config.params, **self._params(self.offset)}))
+        self._stop("total_reached")
+        return out
+
+
+class PageNumber(Paginator):
+    """`page`/`size`; total pages (or total records) make the page set known after page 1."""
+
+    type_name = "page_number"
+    config: cfg.PageNumberPaginator
+
+    def __init__(self, config: cfg.PageNumberPaginator):
+        super().__init__(config)
+        self.page_size = config.size
+        self.page = config.start
+
+    def _params(self, page: int) -> dict[str, Any]:
+        p: dict[str, Any] = {self.config.page_param: page}
+        if self.config.size_param:
+            p[self.config.size_param] = self.config.size
+        return p
+
+    def first(self) -> PageRequest:
+        return PageRequest(params={**self.config.params, **self._params(self.page)})
+
+    def total_reported(self, response: Response) -> int | None:
+        return _total(response, self.config.total_path, self.config.total_header)
+
+    def total_pages(self, response: Response) -> int | None:
+        if self.config.total_pages_path:
+            value = lookup(response.body, self.config.total_pages_path)
+            return None if value is None else _as_int(value, f"`{self.config.total_pages_path}`")
+        total = self.total_reported(response)
+        return None if total is None else math.ceil(total / self.config.size)
+
+    def next(self, response: Response) -> PageRequest | None:
+        if not response.records:
+            self._stop("empty_page")
+            return None
+        pages = self.total_pages(response)
+        self.page += 1
+        if pages is not None and self.page >= self.config.start + pages:
+            self._stop("total_reached")
+            return None
+        return PageRequest(params={**self.config.params, **self._params(self.page)})
+
+    def plan(self, response: Response) -> list[PageRequest] | None:
+        pages = self.total_pages(response)
+        if pages is None or not response.records:
+            return None
+        out = []
+        while self.page + 1 < self.config.start + pages:
+            self.page += 1
+            out.append(PageRequest(params={**self.config.params, **self._params(self.page)}))
+        self._stop("total_reached")
+        return out
+
+
+class _SeenValues:
+    """Remembers cursors or URLs already followed: one seen twice is a loop (A→A or A→B→A)."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.seen: set[str] = set()
+
+    def check(self, value: str) -> None:
+        if value in self.seen:
+            raise PaginationError(
+                f"pagination loop: the API returned a {self.what} it had already returned "
+                f"({len(self.seen)} followed so far); refusing to re-read pages"
+            )
+        self.seen.add(value)
+
+
+class Cursor(Paginator):
+    """An opaque cursor from the body or a header, sent back as `cursor_param`."""
+
+    type_name = "cursor"
+    config: cfg.CursorPaginator
+
+    def __init__(self, config: cfg.CursorPaginator):
+        super().__init__(config)
+        self.page_size = config.limit
+        self.seen = _SeenValues("cursor")
+
+    def _limit(self) -> dict[str, Any]:
+        if self.config.limit_param and self.config.limit:
+            return {self.config.limit_param: self.config.limit}
+        return {}
+
+    def first(self) -> PageRequest:
+        return PageRequest(params={**self.config.params, **self._limit()})
+
+    def next(self, response: Response) -> PageRequest | None:
+        if self.config.cursor_header:
+            value: Any = response.headers.get(self.config.cursor_header.lower())
+        else:
+            value = lookup(response.body, self.config.cursor_path or "next_cursor")
+        if value is None or value == "" or value is False:
+            self._stop("signal")
+            return None
+        # An empty page that still carries a cursor is followed (sparse, filtered APIs send them);
+        # the client records it as evidence and the loop check keeps this finite.
+        self.seen.check(str(value))
+        return PageRequest(
+            params={**self.config.params, **self._limit(), self.config.cursor_param: value}
+        )
+
+
+class NextUrl(Paginator):
+    """A URL of the next page, in the body (`next_path`) or a header (`next_header`)."""
+
+    type_name = "next_url"
+    config: cfg.NextUrlPaginator
+
+    def __init__(self, config: cfg.NextUrlPaginator):
+        super().__init__(config)
+        self.seen = _SeenValues("next URL")
+
+    def _next_value(self, response: Response) -> Any:
+        if self.config.next_header:
+            return response.headers.get(self.config.next_header.lower())
+        return lookup(response.body, self.config.next_path or "next")
+
+    def next(self, response: Response) -> PageRequest | None:
+        value = self._next_value(response)
+        if not value or not isinstance(value, str):
+            self._stop("signal")
+            return None
+        url = urljoin(response.url, value)
+        self.seen.check(url)
+        return PageRequest(url=url)
+
+
+class LinkHeader(Paginator):
+    """RFC 8288 `Link: <…>; rel="next"`."""
+
+    type_name = "link_header"
+
+    def __init__(self, config: cfg.LinkHeaderPaginator):
+        super().__init__(config)
+        self.seen = _SeenValues("Link rel=next URL")
+
+    def next(self, response: Response) -> PageRequest | None:
+        value = response.links.get("next")
+        if not value:
+            self._stop("signal")
+            return None
+        url = urljoin(response.url, value)
+        self.seen.check(url)
+        return PageRequest(url=url)
+
+
+class Keyset(Paginator):
+    """`since_id`-style: the next lower bound is the last record's `field`."""
+
+    type_name = "keyset"
+    config: cfg.KeysetPaginator
+
+    def __init__(self, config: cfg.KeysetPaginator):
+        super().__init__(config)
+        self.page_size = config.limit
+        self.last: Any = None
+
+    def _limit(self) -> dict[str, Any]:
+        if self.config.limit_param and self.config.limit:
+            return {self.config.limit_param: self.config.limit}
+        return {}
+
+    def first(self) -> PageRequest:
+        return PageRequest(params={**self.config.params, **self._limit()})
+
+    def next(self, response: Response) -> PageRequest | None:
+        if not response.records:
+            self._stop("empty_page")
+            return None
+        value = lookup(response.records[-1], self.config.field)
+        if value is None:
+            raise PaginationError(
+                f"keyset field `{self.config.field}` is missing from the last record of a page"
+            )
+        if self.last is not None and self.config.inclusive and value == self.last:
+            # An inclusive bound re-sends the last record; a page of nothing else is the end.
+            self._stop("empty_page")
+            return None
+        if self.last is not None and not _advances(self.last, value):
+            raise PaginationError(
+                f"keyset value did not advance: `{self.config.field}` went from {self.last!r} "
+                f"to {value!r}; the API ignores `{self.config.param}` or sorts differently"
+            )
+        self.last = value
+        return PageRequest(
+            params={**self.config.params, **self._limit(), self.config.param: value}
+        )
+
+
+def _advances(before: Any, after: Any) -> bool:
+    try:
+        return bool(after > before)
+    except TypeError:
+        return str(after) > str(before)
