@@ -5,7 +5,7 @@ the engine uses completeness and drift to decide whether a partition may be publ
 
 import statistics
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from api_assets.pages import FetchStats
 from api_assets.report import CheckOutcome
@@ -15,8 +15,8 @@ COMPLETENESS = "completeness"
 SCHEMA_DRIFT = "schema_drift"
 PAGE_COUNT_ANOMALY = "page_count_anomaly"
 
-WARN = "WARN"
-ERROR = "ERROR"
+WARN: Literal["WARN"] = "WARN"
+ERROR: Literal["ERROR"] = "ERROR"
 
 
 def completeness(
@@ -89,10 +89,10 @@ def schema_drift(previous: SchemaSnapshot | None, current: SchemaSnapshot) -> Ch
         return CheckOutcome(SCHEMA_DRIFT, True, WARN, "no earlier snapshot to compare with", {})
     changes = diff(previous, current)
     if not changes:
-        return CheckOutcome(
-            SCHEMA_DRIFT, True, WARN, f"no drift against {previous.partition}", {}
-        )
-    severity = ERROR if any(c.severity == ERROR for c in changes) else WARN
+        return CheckOutcome(SCHEMA_DRIFT, True, WARN, f"no drift against {previous.partition}", {})
+    severity: Literal["WARN", "ERROR"] = (
+        ERROR if any(c.severity == ERROR for c in changes) else WARN
+    )
     summary = ", ".join(f"{c.kind} `{c.path}`" for c in changes[:10])
     more = f" and {len(changes) - 10} more" if len(changes) > 10 else ""
     return CheckOutcome(

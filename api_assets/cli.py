@@ -13,7 +13,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the whole demo against the bundled demo API")
-    demo.add_argument("--ui", action="store_true", help="then open the Dagster UI on the same instance")
+    demo.add_argument(
+        "--ui", action="store_true", help="then open the Dagster UI on the same instance"
+    )
     demo.add_argument("--port", type=int, default=3000, help="UI port (with --ui)")
 
     api = sub.add_parser("demo-api", help="run the bundled demo API alone")
@@ -22,7 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--seed", type=int, default=42)
     api.add_argument("--faults", default=None, help="a fault profile name")
     api.add_argument("--token-lifetime", type=float, default=3600.0)
-    api.add_argument("--rate-limit", type=float, default=0.0, help="requests/s per credential (0: off)")
+    api.add_argument(
+        "--rate-limit", type=float, default=0.0, help="requests/s per credential (0: off)"
+    )
     api.add_argument("--latency-ms", type=float, default=0.0)
 
     val = sub.add_parser("validate", help="validate a sources file or folder")

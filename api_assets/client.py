@@ -142,7 +142,9 @@ class SourceClient:
         def send() -> httpx.Response:
             with self.limiter.acquire():
                 counts.add(requests=1)
-                response = self.http.request(endpoint.method, url, params=params, headers=endpoint.headers or None)
+                response = self.http.request(
+                    endpoint.method, url, params=params, headers=endpoint.headers or None
+                )
             self.limiter.observe(response.status_code, response.headers)
             if response.status_code == 429:
                 pass  # counted by on_retry when retried; a final 429 is counted below
@@ -167,9 +169,13 @@ class SourceClient:
         try:
             response, attempts = policy.call(send)
         except RetryableBody as exc:
-            raise FetchError(f"{self._where(endpoint, str(url))}: {self.redactor.text(str(exc))}") from None
+            raise FetchError(
+                f"{self._where(endpoint, str(url))}: {self.redactor.text(str(exc))}"
+            ) from None
         except ApiAssetsError as exc:
-            raise type(exc)(self.redactor.text(f"{self._where(endpoint, str(url))}: {exc}")) from None
+            raise type(exc)(
+                self.redactor.text(f"{self._where(endpoint, str(url))}: {exc}")
+            ) from None
         elapsed = time.monotonic() - started
         if response.status_code != 200:
             if response.status_code == 429:
@@ -386,7 +392,9 @@ class SourceClient:
             series = FetchStats()
             try:
                 pages = list(
-                    self.fetch(endpoint, series, params=params, path_values=values, concurrent=False)
+                    self.fetch(
+                        endpoint, series, params=params, path_values=values, concurrent=False
+                    )
                 )
             except NotFound:
                 if fail_on_404:
@@ -429,7 +437,14 @@ class SourceClient:
             stats.stop_reason = "signal"
 
 
-_STOP_RANK = {None: 0, "single_page": 1, "signal": 1, "total_reached": 1, "empty_page": 1, "max_pages": 9}
+_STOP_RANK = {
+    None: 0,
+    "single_page": 1,
+    "signal": 1,
+    "total_reached": 1,
+    "empty_page": 1,
+    "max_pages": 9,
+}
 
 
 def _combine_stop(a: str | None, b: str | None) -> str | None:
@@ -441,7 +456,9 @@ _clients: dict[int, SourceClient] = {}
 _clients_lock = threading.Lock()
 
 
-def get_client(source: SourceConfig, *, shared_dir: Path | None = None, credential_dir: Path | None = None) -> SourceClient:
+def get_client(
+    source: SourceConfig, *, shared_dir: Path | None = None, credential_dir: Path | None = None
+) -> SourceClient:
     """The process's client for `source` (one per source configuration per process)."""
     key = id(source)  # the client keeps `source` alive, so the id stays unique
     with _clients_lock:

@@ -25,7 +25,9 @@ class SourcesFileError(Exception):
     """Raised at load so that `dagster dev` shows the problems, one per line."""
 
 
-def build_definitions(sources: list[SourceConfig], sources_file: str | None = None) -> dg.Definitions:
+def build_definitions(
+    sources: list[SourceConfig], sources_file: str | None = None
+) -> dg.Definitions:
     assets: list[dg.AssetsDefinition] = []
     jobs = []
     schedules = []

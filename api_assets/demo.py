@@ -38,27 +38,43 @@ def run_demo(*, ui: bool = False, ui_port: int = 3000) -> int:
         defs = build_definitions(sources, sources_file)
         instance = dg.DagsterInstance.get()
         failed = []
-        for source in sources:
-            job = defs.resolve_job_def(f"{source.name}_job")
-            partition = today if source.partitions.type == "daily" else None
-            if source.partitions.type == "hourly":
-                partition = datetime.now(UTC).strftime("%Y-%m-%d-%H:00")
+        # Two runs: every daily source for today's partition, then the unpartitioned ones.
+        for kind, partition in (("daily", today), ("none", None)):
+            groups = [src.name for src in sources if src.partitions.type == kind and src.endpoints]
+            if not groups:
+                continue
+            job = dg.define_asset_job(
+                f"demo_{kind}", selection=dg.AssetSelection.groups(*groups)
+            ).resolve(asset_graph=defs.resolve_asset_graph())
             result = job.execute_in_process(
-                instance=instance, partition_key=partition, raise_on_error=False
+                instance=instance,
+                partition_key=partition,
+                raise_on_error=False,
+                resources=defs.resources,
             )
             if not result.success:
-                failed.append(source.name)
+                failed.append(kind)
         rows = []
         for source in sources:
             key = today if source.partitions.type == "daily" else "current"
             for endpoint in source.endpoints:
-                try:
-                    report = RunReport.load(layout, source.name, endpoint.name, key)
-                except FileNotFoundError:
-                    rows.append([f"{source.name}/{endpoint.name}", "-", "-", "-", "-", "-", "no report", "-"])
+                report = RunReport.load(layout, source.name, endpoint.name, key)
+                if report is None:
+                    rows.append(
+                        [
+                            f"{source.name}/{endpoint.name}",
+                            "-",
+                            "-",
+                            "-",
+                            "-",
+                            "-",
+                            "no report",
+                            "-",
+                        ]
+                    )
                     continue
-                checks = report.checks or []
-                passed = sum(1 for c in checks if c["passed"])
+                checks = report.checks
+                passed = len(checks) - len(report.failed_checks)
                 rows.append(
                     [
                         f"{source.name}/{endpoint.name}",
@@ -68,19 +84,35 @@ def run_demo(*, ui: bool = False, ui_port: int = 3000) -> int:
                         str(report.retries),
                         str(report.throttled),
                         f"{passed}/{len(checks)} passed",
-                        str(layout.table_path(source.name, endpoint.name, key).relative_to(layout.root)),
+                        str(
+                            layout.table_path(source.name, endpoint.name, key).relative_to(
+                                layout.root
+                            )
+                        ),
                     ]
                 )
         _print_table(
             ["endpoint", "records", "pages", "requests", "retries", "429s", "checks", "table"], rows
         )
-        print(f"\n{len(rows)} endpoints in {time.monotonic() - started:.1f}s; "
-              f"{'all succeeded' if not failed else 'FAILED: ' + ', '.join(failed)}")
+        print(
+            f"\n{len(rows)} endpoints in {time.monotonic() - started:.1f}s; "
+            f"{'all succeeded' if not failed else 'FAILED: ' + ', '.join(failed)}"
+        )
         if ui:
             print(f"Dagster UI on http://127.0.0.1:{ui_port} (Ctrl-C to stop)")
             proc = subprocess.Popen(
-                [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-                 "-h", "127.0.0.1", "-p", str(ui_port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "dagster",
+                    "dev",
+                    "-w",
+                    str(PROJECT_ROOT / "workspace.yaml"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(ui_port),
+                ],
                 cwd=PROJECT_ROOT,
             )
             try:
@@ -91,7 +123,9 @@ def run_demo(*, ui: bool = False, ui_port: int = 3000) -> int:
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
     print(line)
     print("  ".join("-" * w for w in widths))

@@ -24,9 +24,9 @@ from typing import Any
 import orjson
 import polars as pl
 
+from api_assets import checks
 from api_assets.archive import ArchiveReader, ArchiveWriter
 from api_assets.client import SourceClient, get_client
-from api_assets import checks
 from api_assets.errors import ApiAssetsError, FetchError, IncompleteError
 from api_assets.layout import DataLayout
 from api_assets.normalize import (
@@ -269,7 +269,9 @@ def ingest(
         builder = TableBuilder(endpoint.primary_key_fields, partition, ingested_at)
         schema_builder = SchemaBuilder()
         progress = _Progress(emit)
-        wm_key: Any = _cursor_key(watermark_before, inc) if inc and watermark_before is not None else None
+        wm_key: Any = (
+            _cursor_key(watermark_before, inc) if inc and watermark_before is not None else None
+        )
         wm_after, wm_after_key = watermark_before, wm_key
         lookback_dups = 0
         oldest: Any = None
@@ -441,8 +443,12 @@ def rebuild_table(
     )
     path = layout.table_path(source.name, endpoint.name, partition)
     meta = read_table_metadata(path) if path.exists() else {}
-    meta = meta or {"source": source.name, "endpoint": endpoint.name, "partition": partition,
-                    "primary_key": endpoint.primary_key_fields}
+    meta = meta or {
+        "source": source.name,
+        "endpoint": endpoint.name,
+        "partition": partition,
+        "primary_key": endpoint.primary_key_fields,
+    }
     write_table(table.df, path, {"api_assets": orjson.dumps(meta).decode()})
     return table
 
@@ -478,9 +484,7 @@ def latest_watermark(layout: DataLayout, source: SourceConfig, endpoint: Endpoin
     return best if best is not None else inc.initial_value
 
 
-def probe_new_data(
-    client: SourceClient, endpoint: EndpointConfig, watermark: Any
-) -> Any:
+def probe_new_data(client: SourceClient, endpoint: EndpointConfig, watermark: Any) -> Any:
     """One small request for records past `watermark`: the newest cursor value seen, or None.
 
     Used by sensors; it goes through the same limiter and retries as any fetch."""

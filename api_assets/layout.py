@@ -37,7 +37,10 @@ def ensure_dagster_home() -> Path:
         os.environ["DAGSTER_HOME"] = home
     path = Path(home)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "dagster.yaml").touch(exist_ok=True)
+    config = path / "dagster.yaml"
+    if not config.exists():
+        # An empty file makes Dagster warn on every command; these are the quiet local defaults.
+        config.write_text("telemetry:\n  enabled: false\n")
     return path
 
 
@@ -69,7 +72,13 @@ class DataLayout:
         return cls(data_root())
 
     def raw_dir(self, source: str, endpoint: str, partition: str) -> Path:
-        return self.root / "raw" / check_name(source) / check_name(endpoint) / partition_filename(partition)
+        return (
+            self.root
+            / "raw"
+            / check_name(source)
+            / check_name(endpoint)
+            / partition_filename(partition)
+        )
 
     def table_dir(self, source: str, endpoint: str) -> Path:
         return self.root / "tables" / check_name(source) / check_name(endpoint)
@@ -78,10 +87,22 @@ class DataLayout:
         return self.table_dir(source, endpoint) / f"{partition_filename(partition)}.parquet"
 
     def schema_path(self, source: str, endpoint: str, partition: str) -> Path:
-        return self.root / "schemas" / check_name(source) / check_name(endpoint) / f"{partition_filename(partition)}.json"
+        return (
+            self.root
+            / "schemas"
+            / check_name(source)
+            / check_name(endpoint)
+            / f"{partition_filename(partition)}.json"
+        )
 
     def report_path(self, source: str, endpoint: str, partition: str) -> Path:
-        return self.root / "reports" / check_name(source) / check_name(endpoint) / f"{partition_filename(partition)}.json"
+        return (
+            self.root
+            / "reports"
+            / check_name(source)
+            / check_name(endpoint)
+            / f"{partition_filename(partition)}.json"
+        )
 
     def landing_dir(self, source: str) -> Path:
         return self.root / "landing" / check_name(source)

@@ -68,7 +68,9 @@ class FetchStats:
     # "total_reached", "single_page", "max_pages" (a safety cap: not proof of completeness)
     stop_reason: str | None = None
     empty_pages: list[int] = field(default_factory=list)  # indexes of empty pages
-    short_pages: list[int] = field(default_factory=list)  # pages shorter than the page size, not last
+    short_pages: list[int] = field(
+        default_factory=list
+    )  # pages shorter than the page size, not last
     not_found: list[dict[str, Any]] = field(default_factory=list)  # child requests answered 404
     warnings: list[str] = field(default_factory=list)
 

@@ -367,9 +367,7 @@ class Keyset(Paginator):
                 f"to {value!r}; the API ignores `{self.config.param}` or sorts differently"
             )
         self.last = value
-        return PageRequest(
-            params={**self.config.params, **self._limit(), self.config.param: value}
-        )
+        return PageRequest(params={**self.config.params, **self._limit(), self.config.param: value})
 
 
 def _advances(before: Any, after: Any) -> bool:

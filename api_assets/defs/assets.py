@@ -6,6 +6,7 @@ the table or the schema alone are rebuilt from the archive without a request.
 """
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -21,7 +22,18 @@ from api_assets.sources import EndpointConfig, SourceConfig
 
 HISTORY = 7  # trailing materializations the page-count check compares with
 
-AUTOMATION = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+AUTOMATION = (
+    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+)
+
+
+def freshness_policy(source: SourceConfig) -> dg.FreshnessPolicy | None:
+    """A scheduled source's table is stale when a day passes after a tick without new data."""
+    if not source.schedule:
+        return None
+    return dg.FreshnessPolicy.cron(
+        deadline_cron=source.schedule, lower_bound_delta=timedelta(days=1), timezone="UTC"
+    )
 
 
 def raw_key(source: str, endpoint: str) -> dg.AssetKey:
@@ -54,10 +66,14 @@ def _md_preview(df: pl.DataFrame, rows: int = 5) -> dg.MetadataValue:
 
 
 def _column_schema(df: pl.DataFrame) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in df.schema.items()])
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in df.schema.items()]
+    )
 
 
-def _history(context: dg.AssetExecutionContext, key: dg.AssetKey, partition: str) -> list[dict[str, Any]]:
+def _history(
+    context: dg.AssetExecutionContext, key: dg.AssetKey, partition: str
+) -> list[dict[str, Any]]:
     """Pages and records of the trailing materializations of `key`, other partitions only."""
     result = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key), limit=HISTORY * 3
@@ -96,9 +112,7 @@ def _check_result(
     )
 
 
-def build_endpoint_asset(
-    source: SourceConfig, endpoint: EndpointConfig
-) -> dg.AssetsDefinition:
+def build_endpoint_asset(source: SourceConfig, endpoint: EndpointConfig) -> dg.AssetsDefinition:
     """The multi-asset of one endpoint."""
     s, e = source.name, endpoint.name
     partitions_def = partitions_def_for(source)
@@ -126,6 +140,7 @@ def build_endpoint_asset(
             kinds={"polars", "parquet"},
             skippable=True,
             automation_condition=AUTOMATION,
+            freshness_policy=freshness_policy(source),
         ),
         dg.AssetSpec(
             skey,
@@ -138,8 +153,16 @@ def build_endpoint_asset(
         ),
     ]
     check_specs = [
-        dg.AssetCheckSpec(evidence.COMPLETENESS, asset=rkey, description="records missing or duplicated as far as the evidence shows"),
-        dg.AssetCheckSpec(evidence.PAGE_COUNT_ANOMALY, asset=rkey, description="pages and records against trailing materializations"),
+        dg.AssetCheckSpec(
+            evidence.COMPLETENESS,
+            asset=rkey,
+            description="records missing or duplicated as far as the evidence shows",
+        ),
+        dg.AssetCheckSpec(
+            evidence.PAGE_COUNT_ANOMALY,
+            asset=rkey,
+            description="pages and records against trailing materializations",
+        ),
         dg.AssetCheckSpec(
             evidence.SCHEMA_DRIFT,
             asset=skey,
@@ -211,18 +234,20 @@ def build_endpoint_asset(
                     engine.rebuild_schema(config, ep, key, layout=layout)
 
         if rkey in selected:
-            yield from _materializations(
-                s, ep, per_partition, selected, rkey, tkey, skey
-            )
+            yield from _materializations(s, ep, per_partition, selected, rkey, tkey, skey)
             for name, items in outcomes.items():
                 key_for = skey if name == evidence.SCHEMA_DRIFT else rkey
                 if key_for not in selected:
                     continue
-                yield _check_result(_worst(items), key_for, items[0][0] if len(items) == 1 else None)
+                yield _check_result(
+                    _worst(items), key_for, items[0][0] if len(items) == 1 else None
+                )
         else:
             for key_sel in (tkey, skey):
                 if key_sel in selected:
-                    yield dg.MaterializeResult(asset_key=key_sel, metadata={"rebuilt_from_archive": True})
+                    yield dg.MaterializeResult(
+                        asset_key=key_sel, metadata={"rebuilt_from_archive": True}
+                    )
 
     return _endpoint
 
@@ -232,8 +257,12 @@ def _worst(items: list[tuple[str, CheckOutcome]]) -> CheckOutcome:
     failing = [(k, o) for k, o in items if not o.passed]
     if not failing:
         key, outcome = items[-1]
-        return outcome if len(items) == 1 else CheckOutcome(
-            outcome.name, True, outcome.severity, f"{len(items)} partitions passed", {}
+        return (
+            outcome
+            if len(items) == 1
+            else CheckOutcome(
+                outcome.name, True, outcome.severity, f"{len(items)} partitions passed", {}
+            )
         )
     failing.sort(key=lambda ko: ko[1].severity != "ERROR")
     key, outcome = failing[0]
@@ -275,7 +304,11 @@ def _materializations(
         common["total_reported"] = last.stats.total_reported
     yield dg.MaterializeResult(
         asset_key=rkey,
-        metadata={**common, "dagster/row_count": records, "bytes": sum(r.stats.bytes for r in results)},
+        metadata={
+            **common,
+            "dagster/row_count": records,
+            "bytes": sum(r.stats.bytes for r in results),
+        },
     )
     published = [r for r in results if r.published]
     if tkey in selected and published and len(published) == len(results):

@@ -10,7 +10,8 @@
 """
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 
@@ -25,7 +26,7 @@ def job_name(source: str) -> str:
     return f"{source}_job"
 
 
-def source_job(source: SourceConfig) -> dg.UnresolvedAssetJobDefinition:
+def source_job(source: SourceConfig) -> Any:
     return dg.define_asset_job(
         job_name(source.name),
         selection=dg.AssetSelection.groups(source.name),
@@ -58,15 +59,6 @@ def source_schedule(source: SourceConfig) -> dg.ScheduleDefinition | None:
     return _schedule
 
 
-def freshness_policy(source: SourceConfig) -> dg.FreshnessPolicy | None:
-    """A scheduled source is stale when a tick plus a grace period passed without new data."""
-    if not source.schedule:
-        return None
-    return dg.FreshnessPolicy.cron(
-        deadline_cron=source.schedule, lower_bound_delta=timedelta(days=1), timezone="UTC"
-    )
-
-
 def incremental_sensor(source: SourceConfig) -> dg.SensorDefinition | None:
     endpoints = [e for e in source.endpoints if e.incremental is not None and e.parent is None]
     if not endpoints:
@@ -77,7 +69,9 @@ def incremental_sensor(source: SourceConfig) -> dg.SensorDefinition | None:
         name=name,
         minimum_interval_seconds=300,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        asset_selection=dg.AssetSelection.assets(*[raw_key(source.name, e.name) for e in endpoints]).downstream(),
+        asset_selection=dg.AssetSelection.assets(
+            *[raw_key(source.name, e.name) for e in endpoints]
+        ).downstream(),
         required_resource_keys={resource_key(source.name), "data_store"},
         description=(
             f"Asks `{source.name}` for records past each incremental endpoint's watermark "
@@ -94,8 +88,10 @@ def incremental_sensor(source: SourceConfig) -> dg.SensorDefinition | None:
         requests = []
         today = datetime.now(UTC)
         partition = (
-            today.strftime("%Y-%m-%d") if source.partitions.type == "daily"
-            else today.strftime("%Y-%m-%d-%H:00") if source.partitions.type == "hourly"
+            today.strftime("%Y-%m-%d")
+            if source.partitions.type == "daily"
+            else today.strftime("%Y-%m-%d-%H:00")
+            if source.partitions.type == "hourly"
             else None
         )
         for ep in config.endpoints:
@@ -115,7 +111,9 @@ def incremental_sensor(source: SourceConfig) -> dg.SensorDefinition | None:
                 )
             )
         if not requests:
-            return dg.SensorResult(skip_reason="no records past the watermarks", cursor=json.dumps(seen))
+            return dg.SensorResult(
+                skip_reason="no records past the watermarks", cursor=json.dumps(seen)
+            )
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen))
 
     return _sensor
@@ -124,7 +122,9 @@ def incremental_sensor(source: SourceConfig) -> dg.SensorDefinition | None:
 def automation_sensor(sources: list[SourceConfig]) -> dg.AutomationConditionSensorDefinition:
     return dg.AutomationConditionSensorDefinition(
         "api_assets_automation_sensor",
-        target=dg.AssetSelection.groups(*[s.name for s in sources]) if sources else dg.AssetSelection.all(),
+        target=dg.AssetSelection.groups(*[s.name for s in sources])
+        if sources
+        else dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=60,
         description="Evaluates the tables' and schemas' eager + blocking-checks conditions.",

@@ -77,9 +77,13 @@ def test_page_number_plan_covers_every_page(total: int, size: int) -> None:
     def serve(req: PageRequest) -> Response:
         n = int(req.params["page"])
         page = rows[(n - 1) * size : n * size]
-        return Response(body={"results": page, "total_pages": pages}, headers={}, url="http://x", records=page)
+        return Response(
+            body={"results": page, "total_pages": pages}, headers={}, url="http://x", records=page
+        )
 
-    p = make_paginator(cfg.PageNumberPaginator(type="page_number", size=size, total_pages_path="total_pages"))
+    p = make_paginator(
+        cfg.PageNumberPaginator(type="page_number", size=size, total_pages_path="total_pages")
+    )
     first = serve(p.first())
     got = list(first.records)
     for req in p.plan(first) or []:
@@ -93,11 +97,17 @@ def test_page_number_plan_covers_every_page(total: int, size: int) -> None:
 @given(n=st.integers(1, 30), loop_to=st.integers(0, 29))
 def test_cursor_cycle_is_detected(n: int, loop_to: int) -> None:
     loop_to = min(loop_to, n - 1)
+
     # cursors c0..c{n-1}; the last page points back to an earlier cursor: A→B→…→A
     def serve(req: PageRequest) -> Response:
         i = int(str(req.params.get("cursor", "c-1"))[1:]) + 1
         nxt = f"c{i}" if i < n - 1 else f"c{loop_to}"
-        return Response(body={"data": [{"id": i}], "next_cursor": nxt}, headers={}, url="http://x", records=[{"id": i}])
+        return Response(
+            body={"data": [{"id": i}], "next_cursor": nxt},
+            headers={},
+            url="http://x",
+            records=[{"id": i}],
+        )
 
     p = make_paginator(cfg.CursorPaginator(type="cursor", cursor_path="next_cursor"))
     with pytest.raises(PaginationError, match="loop"):
@@ -110,7 +120,7 @@ def test_cursor_stops_on_absent_empty_or_null_cursor() -> None:
         pages = [({"meta": {"next": "a"}}, [{"id": 1}]), ({"meta": {"next": last}}, [{"id": 2}])]
         it = iter(pages)
 
-        def serve(req: PageRequest) -> Response:
+        def serve(req: PageRequest, it: Any = it) -> Response:
             body, recs = next(it)
             return Response(body=body, headers={}, url="http://x", records=recs)
 
@@ -128,14 +138,22 @@ def test_keyset_that_does_not_advance_fails() -> None:
 
 def test_inclusive_keyset_ends_on_a_page_of_only_the_bound() -> None:
     p = make_paginator(cfg.KeysetPaginator(type="keyset", field="id", inclusive=True))
-    assert p.next(Response(body=[], headers={}, url="u", records=[{"id": 1}, {"id": 2}])) is not None
+    assert (
+        p.next(Response(body=[], headers={}, url="u", records=[{"id": 1}, {"id": 2}])) is not None
+    )
     assert p.next(Response(body=[], headers={}, url="u", records=[{"id": 2}])) is None
     assert p.stop_reason == "empty_page"
 
 
 def test_link_header_relative_url_and_loop() -> None:
     p = make_paginator(cfg.LinkHeaderPaginator(type="link_header"))
-    r = Response(body=[], headers={}, url="http://h/v1/e?page=1", records=[{"id": 1}], links={"next": "/v1/e?page=2"})
+    r = Response(
+        body=[],
+        headers={},
+        url="http://h/v1/e?page=1",
+        records=[{"id": 1}],
+        links={"next": "/v1/e?page=2"},
+    )
     req = p.next(r)
     assert req is not None and req.url == "http://h/v1/e?page=2"
     with pytest.raises(PaginationError):
