@@ -1,0 +1,449 @@
+"""The proactive rate limiter: a request starts only when the configured rate, the concurrency
+cap and the server's own budget all allow it.
+
+The rate is a GCRA token bucket (rate `requests_per_second`, depth `burst`) kept as one number,
+the theoretical arrival time: `acquire()` reserves the next start time under a lock and sleeps
+until then, so waiting threads are served in arrival order and the configured rate is never
+exceeded over any window (at most `burst + rate·window` starts). `observe()` reads what the
+server says about its budget (`X-RateLimit-*`, IETF `RateLimit-*` and the structured `RateLimit`
+header) and slows down *before* the budget is spent: when the remaining requests would run out
+before the reset at our rate, they are spread evenly over the time to the reset; at zero, or on a
+429, every caller pauses until the reset / `Retry-After`.
+
+With `shared_path`, the bucket state lives in a small file updated under `fcntl.flock`, so that
+several processes on one machine (parallel Dagster steps and runs of the same source) share one
+budget. The concurrency cap stays per process.
+
+The header parsers are pure functions: `parse_retry_after`, `parse_rate_limit`.
+"""
+
+import email.utils
+import fcntl
+import hashlib
+import math
+import os
+import re
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from api_assets.sources import RateLimitConfig
+
+# A reset value above this is an epoch timestamp, not a number of seconds (1e9 s ≈ 31 years).
+EPOCH_THRESHOLD = 1e9
+# ... and above this, an epoch in milliseconds.
+EPOCH_MS_THRESHOLD = 1e12
+
+DEFAULT_PAUSE_SECONDS = 1.0  # a 429 or an empty budget that does not say for how long
+
+
+# --- header parsers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateLimitState:
+    """What a response said about the server's budget; any field may be unknown."""
+
+    limit: int | None
+    remaining: int | None
+    reset_after_seconds: float | None
+
+
+def parse_retry_after(value: str, now: datetime) -> float | None:
+    """Seconds to wait from a `Retry-After` value: delta-seconds or an HTTP-date (relative to
+    `now`, never negative). `0` is 0: callers apply their own minimum wait. None if unreadable."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def reset_to_seconds(value: float, now_epoch: float) -> float:
+    """A reset value as seconds from now: epoch seconds (or ms) when it is that large, else a
+    delta. Never negative."""
+    if value > EPOCH_MS_THRESHOLD:
+        value = value / 1000.0 - now_epoch
+    elif value > EPOCH_THRESHOLD:
+        value = value - now_epoch
+    return max(0.0, value)
+
+
+_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)")
+_ITEM = re.compile(r"(?:^|[,;\s])([A-Za-z-]+)\s*=\s*\"?(-?\d+(?:\.\d+)?)")
+
+# header families, most specific first: (limit, remaining, reset)
+_FAMILIES = (
+    ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"),
+    ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),
+    ("x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset"),
+)
+
+
+def _first_number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    match = _NUMBER.match(value)
+    if match is None:
+        return None
+    number = float(match.group(1))
+    return number if math.isfinite(number) else None
+
+
+def _reset_seconds(value: str | None, now_epoch: float) -> float | None:
+    number = _first_number(value)
+    if number is not None:
+        return reset_to_seconds(number, now_epoch)
+    if value:  # some servers send an HTTP-date
+        return parse_retry_after(value, datetime.fromtimestamp(now_epoch, UTC))
+    return None
+
+
+def _as_int(number: float | None) -> int | None:
+    return None if number is None else max(0, int(number))
+
+
+def parse_rate_limit(headers: Mapping[str, str], now_epoch: float) -> RateLimitState | None:
+    """The budget a response announces, from the structured IETF `RateLimit` header
+    (`limit=…, remaining=…, reset=…` or draft-08 `"policy";r=…;t=…` with `RateLimit-Policy`'s
+    `q=`), or from the `RateLimit-*`, `X-RateLimit-*` and `X-Rate-Limit-*` families. A reset
+    above 1e9 is an epoch timestamp (1e12: milliseconds), else seconds. None when absent."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    structured = lower.get("ratelimit")
+    if structured:
+        items = {k.lower(): float(v) for k, v in _ITEM.findall(structured)}
+        remaining = items.get("remaining", items.get("r"))
+        reset = items.get("reset", items.get("t"))
+        limit = items.get("limit")
+        if limit is None and (policy := lower.get("ratelimit-policy")):
+            limit = {k.lower(): float(v) for k, v in _ITEM.findall(policy)}.get("q")
+        if remaining is not None or reset is not None or limit is not None:
+            return RateLimitState(
+                _as_int(limit),
+                _as_int(remaining),
+                None if reset is None else reset_to_seconds(reset, now_epoch),
+            )
+    for limit_h, remaining_h, reset_h in _FAMILIES:
+        limit_v, remaining_v, reset_v = (
+            lower.get(limit_h),
+            lower.get(remaining_h),
+            lower.get(reset_h),
+        )
+        if limit_v is None and remaining_v is None and reset_v is None:
+            continue
+        reset = _reset_seconds(reset_v, now_epoch)
+        if reset is None:  # Discord-style X-RateLimit-Reset-After
+            after = _first_number(lower.get(remaining_h[: -len("remaining")] + "reset-after"))
+            reset = None if after is None else max(0.0, after)
+        return RateLimitState(
+            _as_int(_first_number(limit_v)), _as_int(_first_number(remaining_v)), reset
+        )
+    return None
+
+
+# --- bucket state ----------------------------------------------------------------------------
+
+# tat: theoretical arrival time of the next request; pause_until: no start before this;
+# pace_interval/pace_until: the server's budget asks for at least this spacing until then.
+_STATE = struct.Struct("<5d")  # tat, pause_until, pace_interval, pace_until, clock_origin
+
+
+@dataclass
+class _Bucket:
+    tat: float = -math.inf
+    pause_until: float = -math.inf
+    pace_interval: float = 0.0
+    pace_until: float = -math.inf
+
+
+class _SharedFile:
+    """The bucket state in a file shared by processes, read and written under `flock`."""
+
+    def __init__(self, path: Path, check_origin: bool):
+        self.path = path
+        self.check_origin = check_origin
+        self._fd = -1
+        self._pid = -1
+
+    def _open(self) -> int:
+        # flock belongs to the open file description: a forked child must open its own
+        if self._pid != os.getpid():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def update(self, change: Callable[[_Bucket], float]) -> float:
+        fd = self._open()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            data = os.pread(fd, _STATE.size, 0)
+            # time.monotonic() is system-wide but restarts at boot: a file written before a
+            # reboot has another origin (epoch time of monotonic zero) and is started afresh.
+            origin = time.time() - time.monotonic() if self.check_origin else 0.0
+            bucket = _Bucket()
+            if len(data) == _STATE.size:
+                tat, pause, pace, pace_until, stored_origin = _STATE.unpack(data)
+                if not self.check_origin or abs(stored_origin - origin) < 5.0:
+                    bucket = _Bucket(tat, pause, pace, pace_until)
+            result = change(bucket)
+            os.pwrite(
+                fd,
+                _STATE.pack(
+                    bucket.tat, bucket.pause_until, bucket.pace_interval, bucket.pace_until, origin
+                ),
+                0,
+            )
+            return result
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+# --- the limiter ---------------------------------------------------------------------------
+
+
+class _Permit:
+    """The context manager `acquire()` returns; its value is the seconds waited."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: "RateLimiter"):
+        self._limiter = limiter
+
+    def __enter__(self) -> float:
+        return self._limiter._enter()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._limiter._exit()
+
+
+class RateLimiter:
+    """Blocks each request until the rate, the concurrency cap and the server's budget allow it.
+
+    `with limiter.acquire() as waited:` send one request; then `limiter.observe(status, headers)`.
+    `clock` and `sleep` are injectable (tests use a fake clock); with `shared_path` the clock must
+    be one all processes share (`time.monotonic` is, on one machine).
+    """
+
+    def __init__(
+        self,
+        requests_per_second: float,
+        burst: int,
+        max_concurrency: int,
+        *,
+        shared_path: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        max_pause_seconds: float = 3600.0,
+    ):
+        if requests_per_second <= 0 or burst < 1 or max_concurrency < 1:
+            raise ValueError("requests_per_second > 0, burst >= 1 and max_concurrency >= 1")
+        self.requests_per_second = float(requests_per_second)
+        self.burst = int(burst)
+        self.max_concurrency = int(max_concurrency)
+        self.shared_path = shared_path
+        self.max_pause_seconds = max_pause_seconds
+        self._interval = 1.0 / self.requests_per_second
+        self._tau = (self.burst - 1) * self._interval  # how far ahead of the rate a start may be
+        self._clock = clock
+        self._sleep = sleep
+        self._slots = threading.BoundedSemaphore(self.max_concurrency)
+        self._lock = threading.Lock()
+        self._bucket = _Bucket()
+        self._shared = (
+            _SharedFile(shared_path, check_origin=clock is time.monotonic)
+            if shared_path is not None
+            else None
+        )
+        self._permit = _Permit(self)
+        self.in_flight = 0
+
+    def __repr__(self) -> str:
+        mode = f", shared={self.shared_path}" if self.shared_path else ""
+        return (
+            f"RateLimiter({self.requests_per_second}/s, burst={self.burst}, "
+            f"max_concurrency={self.max_concurrency}{mode})"
+        )
+
+    # --- acquire -----------------------------------------------------------------------------
+
+    def acquire(self) -> _Permit:
+        """A context manager: blocks until a concurrency slot and a start time are granted;
+        its value is the number of seconds waited (for both)."""
+        return self._permit
+
+    def _enter(self) -> float:
+        t0 = self._clock()
+        self._slots.acquire()
+        try:
+            with self._lock:
+                now = self._clock()
+                if self._shared is None:
+                    start = self._reserve(self._bucket, now)
+                else:
+                    start = self._shared.update(lambda b: self._reserve(b, now))
+                self.in_flight += 1
+            wait = start - now
+            if wait > 0:
+                self._sleep(wait)
+            return max(0.0, now - t0) + max(0.0, wait)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _exit(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+        self._slots.release()
+
+    def _reserve(self, b: _Bucket, now: float) -> float:
+        """GCRA: the start time of one request, reserved now (FIFO, no busy waiting)."""
+        interval, tau = self._interval, self._tau
+        if now < b.pace_until and b.pace_interval > interval:
+            interval, tau = b.pace_interval, 0.0  # the server's budget is tight: no bursts
+        tat = b.tat if b.tat > now else now
+        start = tat - tau
+        if start < now:
+            start = now
+        if start < b.pause_until:
+            start = b.pause_until
+        b.tat = (tat if tat > start else start) + interval
+        return start
+
+    # --- observe -------------------------------------------------------------------------
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        """Adjust to what a response says about the server's budget (call after every response)."""
+        if status != 429 and not _mentions_budget(headers):
+            return  # the common case costs one scan of the header names
+        state = parse_rate_limit(headers, time.time())
+        if status == 429:
+            retry_after = header(headers, "retry-after")
+            pause = parse_retry_after(retry_after, datetime.now(UTC)) if retry_after else None
+            if pause is None and state is not None:
+                pause = state.reset_after_seconds
+            self._pause(DEFAULT_PAUSE_SECONDS if pause is None else pause)
+            return
+        if state is None or state.remaining is None:
+            return
+        reset = state.reset_after_seconds
+        # requests already on their way spend the same budget
+        budget = state.remaining - self.in_flight
+        if budget <= 0:
+            self._pause(DEFAULT_PAUSE_SECONDS if reset is None else reset)
+        elif reset is not None and reset > 0:
+            self._pace(reset / budget, reset)
+
+    def _update(self, change: Callable[[_Bucket], float]) -> None:
+        with self._lock:
+            if self._shared is None:
+                change(self._bucket)
+            else:
+                self._shared.update(change)
+
+    def _pause(self, seconds: float) -> None:
+        """Nobody starts for `seconds`; then requests resume at the rate, without a burst."""
+        seconds = min(max(0.0, seconds), self.max_pause_seconds)
+        until = self._clock() + seconds
+
+        def change(b: _Bucket) -> float:
+            if until > b.pause_until:
+                b.pause_until = until
+            b.tat = max(b.tat, until + self._tau)
+            return 0.0
+
+        self._update(change)
+
+    def _pace(self, interval: float, seconds: float) -> None:
+        """Space requests `interval` apart for `seconds` (or stop pacing if our rate is slower)."""
+        now = self._clock()
+        pacing = interval > self._interval
+
+        def change(b: _Bucket) -> float:
+            if pacing:
+                b.pace_interval, b.pace_until = interval, now + min(seconds, self.max_pause_seconds)
+            elif b.pace_until > now:
+                b.pace_until = now
+            return 0.0
+
+        self._update(change)
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header value by case-insensitive name, from httpx.Headers or a plain dict."""
+    value = headers.get(name)
+    if value is None and not hasattr(headers, "get_list"):  # httpx.Headers is case-insensitive
+        for key, v in headers.items():
+            if key.lower() == name:
+                return v
+    return value
+
+
+def _mentions_budget(headers: Mapping[str, str]) -> bool:
+    for name in headers:
+        n = name.lower()
+        if "ratelimit" in n or "rate-limit" in n:
+            return True
+    return False
+
+
+# --- one limiter per key per process -----------------------------------------------------
+
+_REGISTRY: dict[tuple[int, str], RateLimiter] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def shared_file(shared_dir: Path, key: str) -> Path:
+    """The state file of a key: a readable stem plus a hash, safe as a file name."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key)[:60]
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return shared_dir / f"{stem}-{digest}.bucket"
+
+
+def get_limiter(key: str, config: RateLimitConfig, shared_dir: Path | None) -> RateLimiter:
+    """The one limiter of `key` in this process (created on first use from `config`); with
+    `shared_dir`, its budget is shared with every process that uses the same key and folder."""
+    registry_key = (os.getpid(), key)
+    limiter = _REGISTRY.get(registry_key)
+    if limiter is not None:
+        return limiter
+    with _REGISTRY_LOCK:
+        limiter = _REGISTRY.get(registry_key)
+        if limiter is None:
+            limiter = RateLimiter(
+                config.requests_per_second,
+                config.burst,
+                config.max_concurrency,
+                shared_path=None if shared_dir is None else shared_file(shared_dir, key),
+            )
+            _REGISTRY[registry_key] = limiter
+        return limiter
+
+
+def clear_limiters() -> None:
+    """Forget every limiter of this process (tests)."""
+    with _REGISTRY_LOCK:
+        _REGISTRY.clear()
