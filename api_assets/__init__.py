@@ -13,7 +13,19 @@ from api_assets.errors import (
     WebhookError,
 )
 from api_assets.sources import SourceConfig, load_sources
-from api_assets.tables import read_table
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from api_assets.tables import read_table
+
+
+def __getattr__(name: str) -> object:
+    # `read_table` imports Polars: load it on first use so `api-assets validate` stays quick.
+    if name == "read_table":
+        from api_assets.tables import read_table
+
+        return read_table
+    raise AttributeError(name)
 
 __all__ = [
     "ApiAssetsError",
