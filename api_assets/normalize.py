@@ -1,0 +1,501 @@
+"""Where a record becomes a row: JSON records → one Polars DataFrame per partition.
+
+The shape of a table (CONTRACT §6):
+- top-level scalar fields keep their names; nested objects are flattened recursively as
+  `parent__child` (an empty object contributes no column);
+- lists of scalars stay Polars list columns (`List(Int64)`, `List(String)`, ...);
+- lists that hold objects anywhere inside are stored as JSON text (a `String` column). Why: the
+  objects in a list vary from page to page (new keys, a field that is an int on one page and a
+  string on the next), and a `List(Struct)` column would need struct-to-struct casts that Polars
+  cannot always do; JSON text survives any variation, and `str.json_decode` gets the structure
+  back. The text is Polars' rendering of the objects: a key missing from one object reads back
+  as null, and a field whose type varies within one page (or within a batch of pages whose
+  object types merge) is unified by Polars, e.g. `1` next to `"a"` reads back as `"1"`;
+- lists mixing scalar types (`[1, "x"]`) become lists of strings;
+- the values of a child endpoint's placeholders (`parent`) are columns named after the
+  placeholders, first in the row; when a record has a field of the same name the parent value wins;
+- `_partition` (String) and `_ingested_at` (Datetime UTC) are added.
+
+Types across pages: each page becomes its own DataFrame (Polars' JSON reader on the page's records
+re-serialized by orjson: ~4x faster than `pl.from_dicts` on nested records); when a column's type differs between pages it is widened — integers mixed with floats
+become Float64, anything else mixed (string, boolean vs number, list vs scalar) becomes String,
+lists widen their item type — and each widening is recorded as `{column, from, to}`. Within one
+page, Polars does the same widening silently (int+str → String, int+float → Float64; note that it
+turns booleans mixed with integers into 0/1); those are not recorded here, but the schema
+snapshot (schema.py) lists every JSON type seen. A page Polars refuses (an object on one record
+and a scalar on another, ints beyond 128 bits, ...) goes through a slower pure-Python path
+that applies the same rules and records its widenings.
+
+Deduplication: by primary key within the partition, the last occurrence wins (later pages win).
+`duplicates` counts the records dropped that way. Records whose key has a null are all kept
+(counted in `null_keys`). Without a primary key, nothing is deduplicated.
+
+Memory stays bounded by the data itself: pages are kept as columnar DataFrames (never as dicts),
+and every COMPACT_PAGES pages are concatenated into one batch.
+"""
+
+import contextlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import orjson
+import polars as pl
+from polars.datatypes.classes import DataTypeClass
+
+from api_assets.archive import ArchiveReader, fsync_dir, fsync_file, temp_sibling
+from api_assets.errors import FetchError
+
+SEPARATOR = "__"
+METADATA_KEY = "api_assets"
+PARTITION_COLUMN = "_partition"
+INGESTED_AT_COLUMN = "_ingested_at"
+INGESTED_AT_DTYPE = pl.Datetime("us", "UTC")
+COMPACT_PAGES = 256
+
+# Polars hands out both data type classes (`pl.String`) and instances (`pl.List(pl.Int64)`).
+DType: TypeAlias = DataTypeClass | pl.DataType
+
+_NONE = type(None)
+_KIND_DTYPE = {int: "Int64", float: "Float64", bool: "Boolean", str: "String", list: "List"}
+
+
+@dataclass
+class NormalizedTable:
+    """The table of one partition and what normalization saw on the way."""
+
+    df: pl.DataFrame
+    fetched: int  # records received, duplicates included
+    records: int  # rows stored, after deduplication
+    duplicates: int  # records dropped because a later one had the same primary key
+    widened: list[dict[str, str]] = field(default_factory=list)  # {column, from, to}
+    null_keys: int = 0  # rows kept without deduplication because their key has a null
+
+
+# --- records out of a body -------------------------------------------------------------------
+
+
+def extract_records(body: Any, records_path: str | None) -> list[dict[str, Any]] | None:
+    """The records of a parsed body: the list at the dotted `records_path` (the body itself
+    when None). A single object is one record; `null` is no record; a scalar item becomes
+    `{"value": item}`. None when the path does not exist in the body."""
+    node = body
+    if records_path:
+        for part in records_path.split("."):
+            if isinstance(node, dict):
+                if part not in node:
+                    return None
+                node = node[part]
+            elif isinstance(node, list) and part.lstrip("-").isdigit():
+                try:
+                    node = node[int(part)]
+                except IndexError:
+                    return None
+            else:
+                return None
+    if node is None:
+        return []
+    if isinstance(node, dict):
+        return [node]
+    if isinstance(node, list):
+        if all(type(item) is dict for item in node):
+            return node
+        return [item if isinstance(item, dict) else {"value": item} for item in node]
+    return [{"value": node}]
+
+
+# --- one page → one flat DataFrame -----------------------------------------------------------
+
+
+def _holds_struct(dtype: DType) -> bool:
+    if isinstance(dtype, pl.Struct):
+        return True
+    if isinstance(dtype, pl.List | pl.Array):
+        return _holds_struct(dtype.inner)
+    return False
+
+
+def _untyped(dtype: DType) -> bool:
+    """No evidence of a type: null-only, or lists that were always empty."""
+    if dtype == pl.Null:
+        return True
+    if isinstance(dtype, pl.List):
+        return _untyped(dtype.inner)
+    return False
+
+
+def json_text(expr: pl.Expr) -> pl.Expr:
+    """A nested (list or struct) column as JSON text, null staying null."""
+    encoded = (
+        pl.struct(expr.alias("v"))
+        .struct.json_encode()
+        .str.strip_prefix('{"v":')
+        .str.strip_suffix("}")
+    )
+    return pl.when(expr.is_null()).then(pl.lit(None, dtype=pl.String)).otherwise(encoded)
+
+
+def _unnest(df: pl.DataFrame) -> pl.DataFrame:
+    """Flatten struct columns recursively as `parent__child`; lists are left as they are."""
+    while True:
+        structs = [name for name, dtype in df.schema.items() if isinstance(dtype, pl.Struct)]
+        if not structs:
+            return df
+        df = df.unnest(structs, separator=SEPARATOR)
+
+
+def page_frame(records: list[dict[str, Any]]) -> tuple[pl.DataFrame, list[tuple[str, str, str]]]:
+    """One page of records as a flat DataFrame (lists of objects still raw: they become JSON
+    text per batch, see `_concat`), plus the widenings done inside the page (reported by the
+    slow path only)."""
+    try:
+        # Polars' own JSON reader is ~4x faster than `pl.from_dicts` on nested records (which
+        # builds a Series per list value); re-serializing with orjson costs little.
+        df = pl.read_json(orjson.dumps(records), infer_schema_length=None)
+        if df.height == len(records):
+            return _unnest(df), []
+    except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+        pass
+    return _page_frame_slow(records)
+
+
+def _flatten_into(record: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    for key, value in record.items():
+        if type(value) is dict:
+            _flatten_into(value, f"{prefix}{key}{SEPARATOR}", out)
+        else:
+            out[prefix + key] = value
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    if type(value) is bool:
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return orjson.dumps(value, default=str).decode()
+
+
+def _column(name: str, values: list[Any]) -> tuple[pl.Series, list[tuple[str, str, str]]]:
+    kinds = {type(v) for v in values} - {_NONE}
+    if not kinds:
+        return pl.Series(name, values, dtype=pl.Null), []
+    with contextlib.suppress(pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+        if kinds == {int}:
+            return pl.Series(name, values), []
+        if kinds <= {int, float}:
+            widened = [(name, "Int64", "Float64")] if int in kinds else []
+            return pl.Series(name, values, dtype=pl.Float64), widened
+        if kinds == {bool}:
+            return pl.Series(name, values, dtype=pl.Boolean), []
+        if kinds == {str}:
+            return pl.Series(name, values, dtype=pl.String), []
+        if kinds == {list}:
+            series = pl.Series(name, values, strict=True)
+            if _holds_struct(series.dtype):
+                series = series.to_frame().select(json_text(pl.col(name)).alias(name)).to_series()
+            return series, []
+    widened = [(name, _KIND_DTYPE.get(k, k.__name__), "String") for k in kinds if k is not str]
+    return pl.Series(name, [_as_text(v) for v in values], dtype=pl.String), sorted(widened)
+
+
+def _page_frame_slow(
+    records: list[dict[str, Any]],
+) -> tuple[pl.DataFrame, list[tuple[str, str, str]]]:
+    rows = []
+    for record in records:
+        flat: dict[str, Any] = {}
+        _flatten_into(record, "", flat)
+        rows.append(flat)
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    columns = []
+    widened: list[tuple[str, str, str]] = []
+    for name in names:
+        series, mixed = _column(name, [row.get(name) for row in rows])
+        columns.append(series)
+        widened += mixed
+    return pl.DataFrame(columns), widened
+
+
+# --- types across pages ----------------------------------------------------------------------
+
+
+def widen(a: DType, b: DType) -> DType:
+    """The type both `a` and `b` fit in, by the rules of the module docstring."""
+    if a == b:
+        return a
+    if a == pl.Null:
+        return b
+    if b == pl.Null:
+        return a
+    if a.is_integer() and b.is_integer():
+        # JSON integers arrive as Int64, UInt64 (> 2**63) or Int128: Int128 holds them all
+        return pl.Int128 if {a, b} & {pl.Int128, pl.UInt64} else pl.Int64
+    if a.is_numeric() and b.is_numeric():
+        return pl.Float64
+    if isinstance(a, pl.List) and isinstance(b, pl.List):
+        inner = widen(a.inner, b.inner)
+        if inner == pl.String and (a.inner.is_nested() or b.inner.is_nested()):
+            return pl.String
+        return pl.List(inner)
+    return pl.String
+
+
+def _merge_nested(a: DType, b: DType) -> DType | None:
+    """The union of two nested types when they differ only by null-only parts and missing
+    struct fields (safe for a relaxed concat); None on a real conflict."""
+    if a == b:
+        return a
+    if a == pl.Null:
+        return b
+    if b == pl.Null:
+        return a
+    if isinstance(a, pl.List) and isinstance(b, pl.List):
+        inner = _merge_nested(a.inner, b.inner)
+        return None if inner is None else pl.List(inner)
+    if isinstance(a, pl.Struct) and isinstance(b, pl.Struct):
+        fields: dict[str, DType] = {f.name: f.dtype for f in a.fields}
+        for f in b.fields:
+            if f.name in fields:
+                merged = _merge_nested(fields[f.name], f.dtype)
+                if merged is None:
+                    return None
+                fields[f.name] = merged
+            else:
+                fields[f.name] = f.dtype
+        return pl.Struct(fields)
+    return None
+
+
+def _concat(frames: list[pl.DataFrame], schema: dict[str, DType]) -> pl.DataFrame:
+    """Concatenate page frames under the widened `schema`.
+
+    Nested columns headed for JSON text are encoded once per batch when their types across the
+    frames merge safely (the common case: the same objects, some fields null on some pages);
+    otherwise each frame is encoded on its own, which keeps every value as it was.
+    """
+    schemas = [f.schema for f in frames]
+    deferred: set[str] = set()
+    for name, target in schema.items():
+        if target != pl.String:
+            continue
+        dtypes = {s[name] for s in schemas if name in s}
+        nested = [d for d in dtypes if d.is_nested()]
+        if not nested or dtypes - set(nested) - {pl.Null}:
+            continue
+        merged: DType | None = nested[0]
+        for d in nested[1:]:
+            merged = _merge_nested(merged, d) if merged is not None else None
+        if merged is not None:
+            deferred.add(name)
+    prepared = []
+    for frame, frame_schema in zip(frames, schemas, strict=True):
+        exprs = []
+        for name, dtype in frame_schema.items():
+            target = schema[name]
+            if dtype == target or name in deferred:
+                continue
+            if target == pl.String and dtype.is_nested():
+                exprs.append(json_text(pl.col(name)).alias(name))
+            else:
+                exprs.append(pl.col(name).cast(target))
+        prepared.append(frame.with_columns(exprs) if exprs else frame)
+    if len(prepared) == 1:
+        df = prepared[0]
+    else:
+        df = pl.concat(prepared, how="diagonal_relaxed" if deferred else "diagonal")
+    encode = [name for name in deferred if df.schema[name].is_nested()]
+    if encode:
+        df = df.with_columns(json_text(pl.col(name)).alias(name) for name in encode)
+    return df
+
+
+# --- the builder -----------------------------------------------------------------------------
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+class TableBuilder:
+    """Accumulate the records of one partition, page by page; `finish()` gives the table."""
+
+    def __init__(
+        self,
+        primary_key: str | list[str] | None,
+        partition: str,
+        ingested_at: datetime,
+    ):
+        keys = [primary_key] if isinstance(primary_key, str) else list(primary_key or [])
+        # A dotted key (`customer.id`) names its flattened column (`customer__id`).
+        self.primary_key = [k.replace(".", SEPARATOR) for k in keys]
+        self.partition = partition
+        self.ingested_at = _utc(ingested_at)
+        self._schema: dict[str, DType] = {}
+        self._pending: list[pl.DataFrame] = []
+        self._batches: list[pl.DataFrame] = []
+        self._widened: dict[tuple[str, str, str], None] = {}
+        self._fetched = 0
+
+    @property
+    def fetched(self) -> int:
+        return self._fetched
+
+    def add(self, records: list[dict[str, Any]], parent: dict[str, Any] | None = None) -> None:
+        """Add one page of records; `parent` holds a child endpoint's placeholder values."""
+        self._fetched += len(records)
+        if not records:
+            return
+        df, widened = page_frame(records)
+        for item in widened:
+            self._widened[item] = None
+        if parent:
+            values, _ = page_frame([parent])
+            df = df.drop([c for c in values.columns if c in df.columns])
+            df = df.select(
+                *(pl.lit(values.get_column(c)).first().alias(c) for c in values.columns),
+                pl.all(),
+            )
+        if df.width == 0:  # records without any field: nothing to store
+            return
+        self._absorb(df)
+
+    def _note(self, column: str, before: DType, after: DType) -> None:
+        if before != after and not _untyped(before):
+            self._widened[(column, str(before), str(after))] = None
+
+    def _absorb(self, df: pl.DataFrame) -> None:
+        schema = self._schema
+        for name, page_dtype in df.schema.items():
+            # lists of objects are JSON text by design: not a widening
+            dtype = pl.String if _holds_struct(page_dtype) else page_dtype
+            current = schema.get(name)
+            if current is None:
+                schema[name] = dtype
+            elif current != dtype:
+                wide = widen(current, dtype)
+                self._note(name, current, wide)
+                self._note(name, dtype, wide)
+                schema[name] = wide
+        self._pending.append(df)
+        if len(self._pending) >= COMPACT_PAGES:
+            self._batches.append(_concat(self._pending, schema))
+            self._pending = []
+
+    def finish(self) -> NormalizedTable:
+        """The deduplicated table with `_partition` and `_ingested_at`."""
+        if self._pending:
+            self._batches.append(_concat(self._pending, self._schema))
+        frames, self._batches, self._pending = self._batches, [], []
+        df = _concat(frames, self._schema).select(list(self._schema)) if frames else pl.DataFrame()
+        received = df.height
+        duplicates = null_keys = 0
+        if self.primary_key and received:
+            missing = [k for k in self.primary_key if k not in df.columns]
+            if missing:
+                raise FetchError(
+                    f"primary key field(s) {missing} are in none of the {received} records of "
+                    f"partition {self.partition}; fix `primary_key` in the sources file "
+                    f"(columns seen: {', '.join(df.columns[:20])})"
+                )
+            keyed = pl.all_horizontal(pl.col(k).is_not_null() for k in self.primary_key)
+            null_keys = df.select((~keyed).sum()).item()
+            if null_keys:
+                df = pl.concat(
+                    [
+                        df.filter(keyed).unique(self.primary_key, keep="last", maintain_order=True),
+                        df.filter(~keyed),
+                    ]
+                )
+            else:
+                df = df.unique(self.primary_key, keep="last", maintain_order=True)
+            duplicates = received - df.height
+        df = df.with_columns(
+            pl.lit(self.partition, dtype=pl.String).alias(PARTITION_COLUMN),
+            pl.lit(self.ingested_at, dtype=INGESTED_AT_DTYPE).alias(INGESTED_AT_COLUMN),
+        )
+        widened = [{"column": c, "from": a, "to": b} for c, a, b in self._widened]
+        return NormalizedTable(
+            df=df,
+            fetched=self._fetched,
+            records=df.height,
+            duplicates=duplicates,
+            widened=widened,
+            null_keys=null_keys,
+        )
+
+
+def build_table(
+    pages: Iterable[tuple[list[dict[str, Any]], dict[str, Any] | None]],
+    primary_key: str | list[str] | None,
+    partition: str,
+    ingested_at: datetime,
+) -> NormalizedTable:
+    """Convenience: a TableBuilder fed with (records, parent) pairs."""
+    builder = TableBuilder(primary_key, partition, ingested_at)
+    for records, parent in pages:
+        builder.add(records, parent)
+    return builder.finish()
+
+
+def normalize_archive(
+    reader: ArchiveReader,
+    records_path: str | None,
+    primary_key: str | list[str] | None,
+    partition: str,
+    ingested_at: datetime,
+) -> NormalizedTable:
+    """Rebuild a partition's table from its raw archive alone. Error answers (status >= 400,
+    e.g. a child's 404) and empty bodies hold no records and are skipped."""
+    builder = TableBuilder(primary_key, partition, ingested_at)
+    for entry, body in reader.iter_pages():
+        if int(entry.get("status") or 200) >= 400 or not body.strip():
+            continue
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise FetchError(
+                f"{reader.dir / entry['file']} ({entry.get('url')}): body is not JSON: {exc}"
+            ) from None
+        records = extract_records(parsed, records_path)
+        if records is None:
+            if entry.get("records"):
+                raise FetchError(
+                    f"{reader.dir / entry['file']} ({entry.get('url')}): no `{records_path}` "
+                    f"in the body, but the manifest counted {entry['records']} records"
+                )
+            continue
+        builder.add(records, entry.get("parent"))
+    return builder.finish()
+
+
+# --- Parquet ---------------------------------------------------------------------------------
+
+
+def write_table(df: pl.DataFrame, path: Path, metadata: dict[str, str]) -> None:
+    """Write `df` to `path` as Parquet with key-value `metadata`, atomically: a hidden temp
+    file in the same directory (never matched by `*.parquet`), fsync, `os.replace`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path)
+    try:
+        df.write_parquet(tmp, metadata=dict(metadata))
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def read_table_metadata(path: str | Path) -> dict[str, Any]:
+    """The `api_assets` JSON stored in a table file's metadata ({} when absent)."""
+    raw = pl.read_parquet_metadata(path).get(METADATA_KEY)
+    if not raw:
+        return {}
+    value = orjson.loads(raw)
+    return value if isinstance(value, dict) else {}
