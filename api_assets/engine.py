@@ -25,7 +25,7 @@ import orjson
 import polars as pl
 
 from api_assets import checks
-from api_assets.archive import ArchiveReader, ArchiveWriter
+from api_assets.archive import ArchiveReader, ArchiveWriter, sweep_stale
 from api_assets.client import SourceClient, get_client
 from api_assets.errors import ApiAssetsError, FetchError, IncompleteError
 from api_assets.layout import DataLayout
@@ -260,6 +260,7 @@ def ingest(
     watermark_before = watermark_for(layout, source, endpoint, partition) if inc else None
     report.watermark_before = watermark_before
     report.watermark_after = watermark_before
+    sweep_stale(layout, source.name, endpoint.name)  # temp dirs of runs that crashed long ago
     writer = ArchiveWriter(layout, source.name, endpoint.name, partition, run_id)
     try:
         client = client or get_client(source, shared_dir=layout.state_dir() / "ratelimit")
@@ -420,9 +421,18 @@ def _merge_current(
         return fresh
     old = pl.read_parquet(path)
     merged = pl.concat([old, fresh.df], how="diagonal_relaxed")
-    keys = endpoint.primary_key_fields
-    if keys:
-        merged = merged.unique(subset=keys, keep="last", maintain_order=True)
+    # Key fields are dotted paths in the records and flattened `a__b` columns in the table;
+    # rows with a null key are never merged into each other.
+    keys = [k.replace(".", "__") for k in endpoint.primary_key_fields]
+    if keys and all(k in merged.columns for k in keys):
+        null_key = pl.any_horizontal([pl.col(k).is_null() for k in keys])
+        merged = pl.concat(
+            [
+                merged.filter(~null_key).unique(subset=keys, keep="last", maintain_order=True),
+                merged.filter(null_key),
+            ],
+            how="diagonal_relaxed",
+        )
     fresh.df = merged
     return fresh
 
