@@ -27,6 +27,7 @@ def __getattr__(name: str) -> object:
         return read_table
     raise AttributeError(name)
 
+
 __all__ = [
     "ApiAssetsError",
     "AuthError",

@@ -20,7 +20,7 @@ import httpx
 import orjson
 
 from api_assets.auth import build_auth
-from api_assets.errors import ApiAssetsError, FetchError, PaginationError
+from api_assets.errors import ApiAssetsError, AuthError, FetchError, PaginationError
 from api_assets.pages import EVIDENCE_HEADERS, FetchStats, Page
 from api_assets.paginators import (
     Offset,
@@ -32,10 +32,17 @@ from api_assets.paginators import (
 )
 from api_assets.ratelimit import get_limiter
 from api_assets.redact import Redactor
-from api_assets.retry import RetryableBody, RetryPolicy
+from api_assets.retry import RetriesExhausted, RetryableBody, RetryPolicy
 from api_assets.sources import EndpointConfig, SourceConfig
 
 USER_AGENT = "api-assets/0.1 (+httpx)"
+
+
+DEFAULT_MAX_PAGE_BYTES = 32 * 1024 * 1024
+
+
+class PageTooLarge(FetchError):
+    """A response body over the source's `max_page_bytes`; never retried."""
 
 
 class NotFound(FetchError):
@@ -45,9 +52,12 @@ class NotFound(FetchError):
 def records_of(body: Any, records_path: str | None) -> list[dict[str, Any]]:
     """The records in a parsed body: the list at `records_path` (or the body itself); a body that
     is one object is one record. Raises `RetryableBody` for an error object or a missing path."""
-    if isinstance(body, dict) and ("error" in body or "errors" in body):
-        if records_path is None or lookup(body, records_path) is None:
-            raise RetryableBody(f"the API answered 200 with an error body: {_excerpt(body)}")
+    if (
+        isinstance(body, dict)
+        and ("error" in body or "errors" in body)
+        and (records_path is None or lookup(body, records_path) is None)
+    ):
+        raise RetryableBody(f"the API answered 200 with an error body: {_excerpt(body)}")
     value = body if records_path is None else lookup(body, records_path)
     if value is None:
         raise RetryableBody(f"the body has no `{records_path}`: {_excerpt(body)}")
@@ -89,7 +99,9 @@ class SourceClient:
     ):
         self.source = source
         self.redactor = Redactor.for_source(source)
-        self.auth = build_auth(source, redactor=self.redactor, credential_dir=credential_dir)
+        self.auth = build_auth(
+            source, redactor=self.redactor, credential_dir=credential_dir, transport=transport
+        )
         rl = source.rate_limit
         self.limiter = get_limiter(f"{source.name}:{self.auth.label}", rl, shared_dir)
         self.http = httpx.Client(
@@ -142,10 +154,11 @@ class SourceClient:
         def send() -> httpx.Response:
             with self.limiter.acquire():
                 counts.add(requests=1)
-                response = self.http.request(
-                    endpoint.method, url, params=params, headers=endpoint.headers or None
-                )
-            self.limiter.observe(response.status_code, response.headers)
+                response = self._send_capped(endpoint, url, params)
+            if not self.auth.per_credential_budget:
+                # With key rotation the headers describe one key, not the source: the rotation
+                # flow parks exhausted keys itself.
+                self.limiter.observe(response.status_code, response.headers)
             if response.status_code == 429:
                 pass  # counted by on_retry when retried; a final 429 is counted below
             if response.status_code == 200:
@@ -169,13 +182,29 @@ class SourceClient:
         try:
             response, attempts = policy.call(send)
         except RetryableBody as exc:
+            # Name the whole request (base URL and query, redacted), not just the path: which
+            # page of the series failed is what the reader needs next.
+            shown = self._request_url(url, params)
             raise FetchError(
-                f"{self._where(endpoint, str(url))}: {self.redactor.text(str(exc))}"
+                f"{self._where(endpoint, shown)}: {self.redactor.text(str(exc))}",
+                url=self.redactor.url(shown),
             ) from None
         except ApiAssetsError as exc:
-            raise type(exc)(
-                self.redactor.text(f"{self._where(endpoint, str(url))}: {exc}")
-            ) from None
+            if isinstance(exc, RetriesExhausted) and exc.status == 429:
+                # The 429 that exhausted the attempts was never seen by `on_retry` (no retry
+                # followed it): count it here, so `throttled` is every 429 the server sent.
+                counts.add(throttled=1)
+            wrapped = type(exc)(
+                self.redactor.text(
+                    f"{self._where(endpoint, self._request_url(url, params))}: {exc}"
+                )
+            )
+            # Keep what callers read off the error (`status`, `url`, `attempts`, `error`): the
+            # message alone used to be copied, so a 503 that exhausted the retries had no status.
+            for attr, value in vars(exc).items():
+                redacted = self.redactor.url(value) if attr == "url" and value else value
+                setattr(wrapped, attr, redacted)
+            raise wrapped from None
         elapsed = time.monotonic() - started
         if response.status_code != 200:
             if response.status_code == 429:
@@ -212,6 +241,47 @@ class SourceClient:
         counts.add(pages=1, fetched=len(page.records), bytes=page.nbytes)
         return page, view
 
+    def _send_capped(
+        self, endpoint: EndpointConfig, url: str, params: dict[str, Any] | None
+    ) -> httpx.Response:
+        """Send one request, reading at most `max_page_bytes` of body: a huge page fails cleanly
+        instead of exhausting memory (`PageTooLarge`, not retried)."""
+        cap = self.source.max_page_bytes
+        with self.http.stream(
+            endpoint.method, url, params=params, headers=endpoint.headers or None
+        ) as response:
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > cap:
+                raise PageTooLarge(self._too_large(endpoint, url, int(declared), cap))
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    raise PageTooLarge(self._too_large(endpoint, url, size, cap))
+                chunks.append(chunk)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=b"".join(chunks),
+            request=response.request,
+        )
+
+    def _too_large(self, endpoint: EndpointConfig, url: str, size: int, cap: int) -> str:
+        return (
+            f"{self._where(endpoint, url)}: the response body is over {cap} bytes "
+            f"({size} read): refusing to load it whole; lower the page size (`limit`) or raise "
+            f"`max_page_bytes`"
+        )
+
+    def _request_url(self, url: str, params: dict[str, Any] | None) -> str:
+        """The absolute URL of a request with its query (unredacted: callers redact it)."""
+        try:
+            full = self.http.base_url.join(url) if not url.startswith(("http:", "https:")) else url
+            return str(httpx.URL(str(full), params=params) if params else full)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            return url
+
     def _raise_for_status(self, endpoint: EndpointConfig, response: httpx.Response) -> None:
         status = response.status_code
         excerpt = self.redactor.text(response.text[:300])
@@ -223,9 +293,14 @@ class SourceClient:
             404: "check `path` and `base_url`",
             429: "still rate limited after all retries: lower `requests_per_second`",
         }.get(status, "the API failed after all retries" if status >= 500 else "")
+        message = f"{where}: HTTP {status}: {excerpt!r}" + (f" ({hint})" if hint else "")
+        if status == 401:
+            # The API refused the credential (token flows already refreshed once): an AuthError,
+            # as errors.py promises, so that callers can tell "fix the secret" from "retry later".
+            raise AuthError(message)
         cls = NotFound if status == 404 else FetchError
         raise cls(
-            f"{where}: HTTP {status}: {excerpt!r}" + (f" ({hint})" if hint else ""),
+            message,
             status=status,
             url=self.redactor.url(str(response.url)),
         )
@@ -271,9 +346,22 @@ class SourceClient:
                 stats.total_reported = page.total_reported
             if previous is not None:
                 if not previous.records:
-                    stats.empty_pages.append(previous.index)
+                    if previous.index not in stats.empty_pages:
+                        stats.empty_pages.append(previous.index)
                 elif paginator.page_size and len(previous.records) < paginator.page_size:
                     stats.short_pages.append(previous.index)
+
+        def judge_announced(page: Page) -> None:
+            # A page of a set the API announced (its total or page count) must hold records: an
+            # empty one, even the last, contradicts the API's own count. Without this a
+            # page-number series with only `total_pages_path` and an overstated page count
+            # passed completeness silently.
+            if not page.records and page.index not in stats.empty_pages:
+                stats.empty_pages.append(page.index)
+                stats.warnings.append(
+                    f"page {page.index + 1} is empty although the API's stated total or page "
+                    f"count announced it"
+                )
 
         req = paginator.first()
         seen_requests.add(req.fingerprint())
@@ -290,6 +378,7 @@ class SourceClient:
                 paginator.stop_reason = "max_pages"
             for page in self._fetch_planned(planned, get, index + 1):
                 judge(page, previous)
+                judge_announced(page)
                 yield page
                 previous = page
                 index = page.index
@@ -324,8 +413,16 @@ class SourceClient:
                 judge(page, previous)
                 yield page
                 previous = page
-        if previous is not None and not previous.records and previous.index > first_index:
-            pass  # a final empty page is the normal end of offset/keyset series
+        if (
+            paginator.stop_reason == "empty_page"
+            and stats.short_pages
+            and stats.short_pages[-1] == previous.index - 1
+        ):
+            # A final empty page is the normal end of an offset/keyset series without a total,
+            # and the short page just before it was the real last page (the client asks once
+            # more rather than trust a short page): not "a short page before the last". Without
+            # this every such run ended with a completeness WARN.
+            stats.short_pages.pop()
         stats.stop_reason = _combine_stop(stats.stop_reason, paginator.stop_reason)
 
     def _signature(self, endpoint: EndpointConfig, page: Page) -> tuple[Any, ...] | None:
