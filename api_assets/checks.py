@@ -41,6 +41,16 @@ def completeness(
             f"the API stated {total} records but {unique} distinct ones arrived "
             f"({stats.fetched} received)"
         )
+    if stats.total_shrank and not is_child:
+        # Inserts only push records forward (a key seen twice, caught below); a total that
+        # shrinks means records before the offset went away and others slid past unread.
+        before, after = stats.total_shrank
+        errors.append(
+            f"the stated total shrank while paging ({before} → {after}): records were deleted "
+            f"before the offset, so others moved back across a page boundary unread"
+        )
+    if stats.beyond_total:
+        errors.append(f"{stats.beyond_total} records lay past the API's stated total or page count")
     unexplained = duplicates_within - expected_overlap
     if unexplained > 0:
         errors.append(
@@ -64,6 +74,8 @@ def completeness(
         "fetched": stats.fetched,
         "records": records,
         "total_reported": total,
+        "totals_seen": ", ".join(str(t) for t in stats.totals_seen),
+        "beyond_total": stats.beyond_total,
         "duplicates": duplicates_within,
         "expected_overlap": expected_overlap,
         "pages": stats.pages,

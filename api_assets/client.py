@@ -103,7 +103,12 @@ class SourceClient:
             source, redactor=self.redactor, credential_dir=credential_dir, transport=transport
         )
         rl = source.rate_limit
-        self.limiter = get_limiter(f"{source.name}:{self.auth.label}", rl, shared_dir)
+        # One limiter per API, credential and configured budget (shared across processes).
+        key = (
+            f"{source.name}:{self.auth.label}:{source.base_url}:"
+            f"{rl.requests_per_second}:{rl.burst}:{rl.max_concurrency}"
+        )
+        self.limiter = get_limiter(key, rl, shared_dir)
         self.http = httpx.Client(
             base_url=source.base_url,
             headers={"User-Agent": USER_AGENT, **source.headers},
@@ -239,6 +244,11 @@ class SourceClient:
             total_reported=paginator.total_reported(view),
         )
         counts.add(pages=1, fetched=len(page.records), bytes=page.nbytes)
+        if page.total_reported is not None:
+            with counts.lock:
+                counts.stats.total_timeline.append(
+                    (started, started + elapsed, page.total_reported)
+                )
         return page, view
 
     def _send_capped(
@@ -344,6 +354,8 @@ class SourceClient:
                 signatures[sig] = page.index
             if page.total_reported is not None:
                 stats.total_reported = page.total_reported
+                if not stats.totals_seen or stats.totals_seen[-1] != page.total_reported:
+                    stats.totals_seen.append(page.total_reported)
             if previous is not None:
                 if not previous.records:
                     if previous.index not in stats.empty_pages:
@@ -413,6 +425,33 @@ class SourceClient:
                 judge(page, previous)
                 yield page
                 previous = page
+        # The API's total said the last page was full and final: ask for one page more, since
+        # an understated total or page count would otherwise lose records silently.
+        while (
+            paginator.stop_reason == "total_reached"
+            and previous.records
+            and paginator.page_size
+            and len(previous.records) >= paginator.page_size
+            and (max_pages is None or index + 1 - first_index < max_pages)
+        ):
+            probe = paginator.probe()
+            if probe is None or probe.fingerprint() in seen_requests:
+                break
+            seen_requests.add(probe.fingerprint())
+            index += 1
+            page, view = get(probe, index)
+            if not page.records:
+                yield page  # archived: the proof that nothing lies past the stated total
+                break
+            stats.beyond_total += len(page.records)
+            stats.warnings.append(
+                f"page {page.index + 1} past the API's stated total holds {len(page.records)} "
+                f"records: the total was understated"
+            )
+            judge(page, previous)
+            yield page
+            previous = page
+        stats.total_shrank = stats.total_shrank or total_shrank(stats.total_timeline)
         if (
             paginator.stop_reason == "empty_page"
             and stats.short_pages
@@ -532,6 +571,22 @@ class SourceClient:
                     f.cancel()
         if stats.stop_reason is None:
             stats.stop_reason = "signal"
+
+
+def total_shrank(timeline: list[tuple[float, float, int]]) -> tuple[int, int] | None:
+    """A stated total that fell between two requests, one answered before the other was sent
+    (`(before, after)`), or None. Happens-before keeps concurrent pages, whose totals may arrive
+    out of order, from looking like a shrink."""
+    by_sent = sorted(timeline)
+    by_done = sorted(timeline, key=lambda t: t[1])
+    i, best = 0, None
+    for sent, _done, total in by_sent:
+        while i < len(by_done) and by_done[i][1] < sent:
+            best = by_done[i][2] if best is None else max(best, by_done[i][2])
+            i += 1
+        if best is not None and total < best:
+            return (best, total)
+    return None
 
 
 _STOP_RANK = {

@@ -64,6 +64,11 @@ class FetchStats:
     fetched: int = 0  # records received, duplicates included
     bytes: int = 0
     total_reported: int | None = None
+    totals_seen: list[int] = field(default_factory=list)  # each distinct stated total, in order
+    beyond_total: int = 0  # records found past the API's stated total or page count
+    # (sent, answered, total) per page that stated a total: monotonic seconds, for drift checks
+    total_timeline: list[tuple[float, float, int]] = field(default_factory=list)
+    total_shrank: tuple[int, int] | None = None  # (before, after) when the total provably fell
     # why pagination ended: "signal" (the API's own next signal was absent), "empty_page",
     # "total_reached", "single_page", "max_pages" (a safety cap: not proof of completeness)
     stop_reason: str | None = None
@@ -83,6 +88,9 @@ class FetchStats:
             "fetched": self.fetched,
             "bytes": self.bytes,
             "total_reported": self.total_reported,
+            "totals_seen": list(self.totals_seen),
+            "beyond_total": self.beyond_total,
+            "total_shrank": list(self.total_shrank) if self.total_shrank else None,
             "stop_reason": self.stop_reason,
             "empty_pages": list(self.empty_pages),
             "short_pages": list(self.short_pages),

@@ -103,6 +103,11 @@ class Paginator(ABC):
         """Total records the API stated on this page, when the style reads one."""
         return None
 
+    def probe(self) -> PageRequest | None:
+        """The page after the one the API's total said was last, to prove nothing lies beyond
+        it (styles with a total only)."""
+        return None
+
     def _stop(self, reason: str) -> None:
         self.stop_reason = reason
 
@@ -170,6 +175,10 @@ class Offset(Paginator):
             return None
         return self.plan_until(total)
 
+    def probe(self) -> PageRequest | None:
+        self.offset += self.config.limit
+        return PageRequest(params={**self.config.params, **self._params(self.offset)})
+
     def plan_until(self, total: int) -> list[PageRequest]:
         """Requests for every offset after the current one up to `total` records."""
         out = []
@@ -220,6 +229,10 @@ class PageNumber(Paginator):
         if pages is not None and self.page >= self.config.start + pages:
             self._stop("total_reached")
             return None
+        return PageRequest(params={**self.config.params, **self._params(self.page)})
+
+    def probe(self) -> PageRequest | None:
+        self.page += 1
         return PageRequest(params={**self.config.params, **self._params(self.page)})
 
     def plan(self, response: Response) -> list[PageRequest] | None:

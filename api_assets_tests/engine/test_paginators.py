@@ -166,3 +166,15 @@ def test_lookup_paths() -> None:
     assert lookup(body, "a.x") is None
     assert lookup(body, "a.b.9") is None
     assert lookup(body, None) is body
+
+
+def test_total_shrank_uses_happens_before_not_arrival_order() -> None:
+    from api_assets.client import total_shrank
+
+    # concurrent pages: overlapping requests may report totals out of order (growth only)
+    overlapping = [(0.0, 1.0, 503), (0.1, 0.9, 500), (0.2, 1.1, 506)]
+    assert total_shrank(overlapping) is None
+    # the later request was sent after the earlier one was answered, with a smaller total
+    sequential = [(0.0, 1.0, 500), (1.5, 2.0, 499)]
+    assert total_shrank(sequential) == (500, 499)
+    assert total_shrank([]) is None
