@@ -2,7 +2,15 @@
 (CONTRACT §5), with the checks `completeness`, `page_count_anomaly` and `schema_drift`.
 
 One step per endpoint keeps process starts low; the three assets stay separately selectable:
-the table or the schema alone are rebuilt from the archive without a request.
+the table or the schema alone are rebuilt from the archive without a request (the schema is
+still checked for drift).
+
+What a run records:
+- each partition's own metadata (a range run too: `add_asset_metadata(partition_key=...)`),
+  since the page-count check reads the trailing materializations partition by partition;
+- on an engine error that says records are missing or duplicated (IncompleteError,
+  PaginationError), a failed `completeness` evaluation, then a `dg.Failure`: nothing published;
+- any other engine error becomes a `dg.Failure` with the engine's message (no traceback).
 """
 
 from collections.abc import Iterator
@@ -11,13 +19,16 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+from dagster._utils.schedules import get_smallest_cron_interval
 
 from api_assets import checks as evidence
 from api_assets import engine
 from api_assets.defs.partitions import CURRENT, partitions_def_for, window_of
 from api_assets.defs.resources import ApiSource, DataStore
-from api_assets.errors import IncompleteError
-from api_assets.report import CheckOutcome
+from api_assets.errors import ApiAssetsError, IncompleteError, PaginationError
+from api_assets.layout import DataLayout
+from api_assets.report import CheckOutcome, RunReport
+from api_assets.schema import SchemaSnapshot
 from api_assets.sources import EndpointConfig, SourceConfig
 
 HISTORY = 7  # trailing materializations the page-count check compares with
@@ -28,11 +39,16 @@ AUTOMATION = (
 
 
 def freshness_policy(source: SourceConfig) -> dg.FreshnessPolicy | None:
-    """A scheduled source's table is stale when a day passes after a tick without new data."""
+    """A scheduled source's table is stale when a tick passes with no new data since the tick
+    before (at most a day before)."""
     if not source.schedule:
         return None
+    # Dagster refuses a lower bound longer than the cron's interval (an hourly schedule).
+    interval = get_smallest_cron_interval(source.schedule, "UTC")
     return dg.FreshnessPolicy.cron(
-        deadline_cron=source.schedule, lower_bound_delta=timedelta(days=1), timezone="UTC"
+        deadline_cron=source.schedule,
+        lower_bound_delta=min(timedelta(days=1), interval),
+        timezone="UTC",
     )
 
 
@@ -188,68 +204,130 @@ def build_endpoint_asset(source: SourceConfig, endpoint: EndpointConfig) -> dg.A
         layout = store.layout()
         selected = set(context.selected_asset_keys)
         keys = list(context.partition_keys) if partitions_def else [CURRENT]
-        per_partition: list[engine.IngestResult] = []
-        outcomes: dict[str, list[tuple[str, CheckOutcome]]] = {}
         config = api.config()
         ep = config.endpoint(e)
+        if rkey not in selected:
+            yield from _rebuild(context, config, ep, keys, layout, selected, tkey, skey)
+            return
+        per_partition: list[tuple[str, engine.IngestResult]] = []
+        outcomes: dict[str, list[tuple[str, CheckOutcome]]] = {}
         for key in keys:
             window = window_of(partitions_def, key) if partitions_def else None
-            if rkey in selected:
-                parent_rows = None
-                if ep.parent is not None:
-                    parent_path = layout.table_path(s, ep.parent.endpoint, key)
-                    if not parent_path.exists():
-                        raise dg.Failure(
-                            f"`{s}/{e}` needs the table of its parent `{s}/{ep.parent.endpoint}` "
-                            f"for partition {key}; materialize the parent first"
-                        )
-                    parent_rows = engine.parent_values(ep, pl.read_parquet(parent_path))
-                try:
-                    result = engine.ingest(
-                        config,
-                        ep,
-                        key,
-                        layout=layout,
-                        run_id=context.run_id,
-                        window=window,
-                        parent_rows=parent_rows,
-                        client=api.client(),
-                        emit=context.log.info,
-                        history=_history(context, rkey, key),
+            parent_rows = None
+            if ep.parent is not None:
+                parent_path = layout.table_path(s, ep.parent.endpoint, key)
+                if not parent_path.exists():
+                    raise dg.Failure(
+                        f"`{s}/{e}` needs the table of its parent `{s}/{ep.parent.endpoint}` "
+                        f"for partition {key}; materialize the parent first"
                     )
-                except IncompleteError as exc:
-                    raise dg.Failure(str(exc)) from None
-                per_partition.append(result)
-                for outcome in result.checks:
-                    outcomes.setdefault(outcome.name, []).append((key, outcome))
-                context.log.info(
-                    f"{s}/{e} {key}: {result.report.records} records, {result.stats.pages} pages, "
-                    f"{result.stats.requests} requests, {result.stats.retries} retries, "
-                    f"{result.stats.throttled} throttled"
+                parent_rows = engine.parent_values(ep, pl.read_parquet(parent_path))
+            try:
+                result = engine.ingest(
+                    config,
+                    ep,
+                    key,
+                    layout=layout,
+                    run_id=context.run.run_id,
+                    window=window,
+                    parent_rows=parent_rows,
+                    client=api.client(),
+                    emit=context.log.info,
+                    history=_history(context, rkey, key),
                 )
-            else:
-                if tkey in selected:
-                    engine.rebuild_table(config, ep, key, layout=layout)
-                if skey in selected:
-                    engine.rebuild_schema(config, ep, key, layout=layout)
+            except (IncompleteError, PaginationError) as exc:
+                # The evidence says records are missing or duplicated: record the failed
+                # completeness check in Dagster too, then fail the run (nothing was published).
+                yield _check_result(_completeness_failure(layout, s, e, key, exc), rkey, key)
+                raise dg.Failure(
+                    description=str(exc), metadata={"partition": key, "endpoint": f"{s}/{e}"}
+                ) from None
+            except ApiAssetsError as exc:
+                raise dg.Failure(
+                    description=str(exc), metadata={"partition": key, "endpoint": f"{s}/{e}"}
+                ) from None
+            per_partition.append((key, result))
+            for outcome in result.checks:
+                outcomes.setdefault(outcome.name, []).append((key, outcome))
+            context.log.info(
+                f"{s}/{e} {key}: {result.report.records} records, {result.stats.pages} pages, "
+                f"{result.stats.requests} requests, {result.stats.retries} retries, "
+                f"{result.stats.throttled} throttled"
+            )
 
-        if rkey in selected:
-            yield from _materializations(s, ep, per_partition, selected, rkey, tkey, skey)
-            for name, items in outcomes.items():
-                key_for = skey if name == evidence.SCHEMA_DRIFT else rkey
-                if key_for not in selected:
-                    continue
-                yield _check_result(
-                    _worst(items), key_for, items[0][0] if len(items) == 1 else None
-                )
-        else:
-            for key_sel in (tkey, skey):
-                if key_sel in selected:
-                    yield dg.MaterializeResult(
-                        asset_key=key_sel, metadata={"rebuilt_from_archive": True}
-                    )
+        yield from _materializations(context, ep, per_partition, selected, rkey, tkey, skey)
+        for name, items in outcomes.items():
+            key_for = skey if name == evidence.SCHEMA_DRIFT else rkey
+            if key_for not in selected:
+                continue
+            yield _check_result(_worst(items), key_for, items[0][0] if len(items) == 1 else None)
 
     return _endpoint
+
+
+def _completeness_failure(
+    layout: DataLayout, source: str, endpoint: str, partition: str, exc: Exception
+) -> CheckOutcome:
+    """The failed completeness outcome behind an engine error: the one the failed run report
+    holds when the engine evaluated it, else the error itself (a repeated page, a loop)."""
+    report = RunReport.load(layout, source, endpoint, partition)
+    for outcome in report.outcomes if report is not None else []:
+        if outcome.name == evidence.COMPLETENESS and not outcome.passed:
+            return outcome
+    return CheckOutcome(evidence.COMPLETENESS, False, evidence.ERROR, str(exc), {})
+
+
+def _rebuild(
+    context: dg.AssetExecutionContext,
+    config: SourceConfig,
+    ep: EndpointConfig,
+    keys: list[str],
+    layout: DataLayout,
+    selected: set[dg.AssetKey],
+    tkey: dg.AssetKey,
+    skey: dg.AssetKey,
+) -> Iterator[Any]:
+    """`S/E` and/or `S/schema/E` alone: re-derived from the archive, no request sent; the
+    schema is still checked for drift."""
+    tables: list[tuple[str, pl.DataFrame]] = []
+    drifts: list[tuple[str, CheckOutcome]] = []
+    snapshots: list[tuple[str, SchemaSnapshot]] = []
+    try:
+        for key in keys:
+            if tkey in selected:
+                tables.append((key, engine.rebuild_table(config, ep, key, layout=layout).df))
+            if skey in selected:
+                snapshot = engine.rebuild_schema(config, ep, key, layout=layout)
+                previous = SchemaSnapshot.previous(
+                    layout, config.name, ep.name, key, after_save=True
+                )
+                snapshots.append((key, snapshot))
+                drifts.append((key, evidence.schema_drift(previous, snapshot)))
+    except ApiAssetsError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    if tables:
+        per_key = {
+            key: {
+                "dagster/row_count": df.height,
+                "dagster/column_schema": _column_schema(df),
+                "preview": _md_preview(df),
+                "rebuilt_from_archive": True,
+            }
+            for key, df in tables
+        }
+        yield _materialize(context, tkey, per_key)
+    if snapshots:
+        per_key = {
+            key: {
+                "dagster/row_count": snap.records,
+                "fields": len(snap.fields),
+                "records": snap.records,
+                "rebuilt_from_archive": True,
+            }
+            for key, snap in snapshots
+        }
+        yield _materialize(context, skey, per_key)
+        yield _check_result(_worst(drifts), skey, drifts[0][0] if len(drifts) == 1 else None)
 
 
 def _worst(items: list[tuple[str, CheckOutcome]]) -> CheckOutcome:
@@ -277,54 +355,90 @@ def _worst(items: list[tuple[str, CheckOutcome]]) -> CheckOutcome:
     )
 
 
+def _materialize(
+    context: dg.AssetExecutionContext,
+    asset_key: dg.AssetKey,
+    per_key: dict[str, dict[str, Any]],
+) -> dg.MaterializeResult:
+    """One materialization per partition, each with its own partition's metadata: a range run
+    must not stamp the range's totals on every partition (page-count history reads them)."""
+    if len(per_key) == 1:
+        return dg.MaterializeResult(asset_key=asset_key, metadata=next(iter(per_key.values())))
+    for key, metadata in per_key.items():
+        context.add_asset_metadata(metadata, asset_key=asset_key, partition_key=key)
+    return dg.MaterializeResult(asset_key=asset_key, metadata={"partitions": len(per_key)})
+
+
+def _fetch_metadata(ep: EndpointConfig, result: engine.IngestResult) -> dict[str, Any]:
+    """The evidence of one partition's fetch, carried by each of its materializations."""
+    stats = result.stats
+    metadata: dict[str, Any] = {
+        "pages": stats.pages,
+        "requests": stats.requests,
+        "retries": stats.retries,
+        "throttled": stats.throttled,
+        "fetched": stats.fetched,
+    }
+    if ep.incremental is not None:
+        metadata["high_water_mark"] = dg.MetadataValue.text(str(result.watermark_after))
+        metadata["watermark_before"] = dg.MetadataValue.text(str(result.watermark_before))
+    if stats.total_reported is not None:
+        metadata["total_reported"] = stats.total_reported
+    return metadata
+
+
 def _materializations(
-    s: str,
+    context: dg.AssetExecutionContext,
     ep: EndpointConfig,
-    results: list[engine.IngestResult],
+    results: list[tuple[str, engine.IngestResult]],
     selected: set[dg.AssetKey],
     rkey: dg.AssetKey,
     tkey: dg.AssetKey,
     skey: dg.AssetKey,
 ) -> Iterator[dg.MaterializeResult]:
-    pages = sum(r.stats.pages for r in results)
-    records = sum(r.report.records or 0 for r in results)
-    common: dict[str, Any] = {
-        "pages": pages,
-        "requests": sum(r.stats.requests for r in results),
-        "retries": sum(r.stats.retries for r in results),
-        "throttled": sum(r.stats.throttled for r in results),
-        "fetched": sum(r.stats.fetched for r in results),
-        "partitions": len(results),
-    }
-    last = results[-1] if results else None
-    if ep.incremental is not None and last is not None:
-        common["high_water_mark"] = dg.MetadataValue.text(str(last.watermark_after))
-        common["watermark_before"] = dg.MetadataValue.text(str(last.watermark_before))
-    if last is not None and last.stats.total_reported is not None:
-        common["total_reported"] = last.stats.total_reported
-    yield dg.MaterializeResult(
-        asset_key=rkey,
-        metadata={
-            **common,
-            "dagster/row_count": records,
-            "bytes": sum(r.stats.bytes for r in results),
+    if not results:
+        return
+    common = {key: _fetch_metadata(ep, r) for key, r in results}
+    yield _materialize(
+        context,
+        rkey,
+        {
+            key: {
+                **common[key],
+                "dagster/row_count": r.report.records or 0,
+                "bytes": r.stats.bytes,
+                "preview": _md_preview(r.table.df),
+            }
+            for key, r in results
         },
     )
-    published = [r for r in results if r.published]
-    if tkey in selected and published and len(published) == len(results):
-        df = published[-1].table.df
-        yield dg.MaterializeResult(
-            asset_key=tkey,
-            metadata={
-                **common,
-                "dagster/row_count": sum(r.table.df.height for r in published),
-                "dagster/column_schema": _column_schema(df),
-                "duplicates": sum(r.report.duplicates or 0 for r in published),
-                "preview": _md_preview(df),
+    # A blocked schema drift keeps the table back: no `S/E` materialization in that run.
+    if tkey in selected and all(r.published for _, r in results):
+        yield _materialize(
+            context,
+            tkey,
+            {
+                key: {
+                    **common[key],
+                    "dagster/row_count": r.table.df.height,
+                    "dagster/column_schema": _column_schema(r.table.df),
+                    "duplicates": r.report.duplicates or 0,
+                    "preview": _md_preview(r.table.df),
+                }
+                for key, r in results
             },
         )
-    if skey in selected and last is not None:
-        yield dg.MaterializeResult(
-            asset_key=skey,
-            metadata={"fields": len(last.schema.fields), "records": last.schema.records},
+    if skey in selected:
+        yield _materialize(
+            context,
+            skey,
+            {
+                key: {
+                    **common[key],
+                    "dagster/row_count": r.schema.records,
+                    "fields": len(r.schema.fields),
+                    "records": r.schema.records,
+                }
+                for key, r in results
+            },
         )

@@ -16,8 +16,8 @@ from typing import Any
 import dagster as dg
 
 from api_assets import engine
-from api_assets.defs.assets import raw_key, resource_key
-from api_assets.defs.partitions import latest_complete_partition
+from api_assets.defs.assets import raw_key, resource_key, schema_key, table_key
+from api_assets.defs.partitions import latest_complete_partition, partitions_def_for
 from api_assets.defs.resources import ApiSource, DataStore
 from api_assets.sources import SourceConfig
 
@@ -48,12 +48,16 @@ def source_schedule(source: SourceConfig) -> dg.ScheduleDefinition | None:
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Materializes `{source.name}`'s latest complete partition ({source.schedule} UTC).",
     )
-    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         tick = context.scheduled_execution_time or datetime.now(UTC)
         partition = latest_complete_partition(source, tick)
         run_key = f"{name}:{partition or tick.isoformat()}"
         if partition is None:
             return dg.RunRequest(run_key=run_key)
+        if partition < source.partitions.start.isoformat():
+            return dg.SkipReason(
+                f"partition {partition} is before the source's start {source.partitions.start}"
+            )
         return dg.RunRequest(run_key=run_key, partition_key=partition)
 
     return _schedule
@@ -86,14 +90,9 @@ def incremental_sensor(source: SourceConfig) -> dg.SensorDefinition | None:
         config = api.config()
         client = api.client()
         requests = []
-        today = datetime.now(UTC)
-        partition = (
-            today.strftime("%Y-%m-%d")
-            if source.partitions.type == "daily"
-            else today.strftime("%Y-%m-%d-%H:00")
-            if source.partitions.type == "hourly"
-            else None
-        )
+        partitions_def = partitions_def_for(source)
+        # The newest partition (today, or this hour): `end_offset=1` makes it materializable.
+        partition = partitions_def.get_last_partition_key() if partitions_def else None
         for ep in config.endpoints:
             if ep.incremental is None or ep.parent is not None:
                 continue
@@ -106,7 +105,12 @@ def incremental_sensor(source: SourceConfig) -> dg.SensorDefinition | None:
                 dg.RunRequest(
                     run_key=f"{ep.name}:{newest}",
                     partition_key=partition,
-                    asset_selection=[raw_key(source.name, ep.name)],
+                    # the endpoint's three assets: its table and schema land in the same run
+                    asset_selection=[
+                        raw_key(source.name, ep.name),
+                        table_key(source.name, ep.name),
+                        schema_key(source.name, ep.name),
+                    ],
                     tags={"source": source.name, "reason": f"new data past {watermark}"},
                 )
             )
