@@ -372,6 +372,14 @@ def ingest(
     except BaseException as exc:
         writer.abort()
         report.apply_stats(stats)
+        if isinstance(exc, ApiAssetsError) and not any(
+            getattr(c, "name", None) == checks.COMPLETENESS for c in report.checks
+        ):
+            # A loop, a bad body or a failed request proves nothing complete: say so in the
+            # report's checks too, not only in `error`.
+            report.checks.append(
+                CheckOutcome(checks.COMPLETENESS, False, checks.ERROR, str(exc), stats.as_dict())
+            )
         report.fail(str(exc) or type(exc).__name__)
         report.write(layout)
         raise

@@ -10,7 +10,7 @@
 """
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -63,6 +63,9 @@ def source_schedule(source: SourceConfig) -> dg.ScheduleDefinition | None:
     return _schedule
 
 
+RETRY_AFTER = timedelta(hours=1)  # re-ask for the same news when the watermark has not moved
+
+
 def incremental_sensor(source: SourceConfig) -> dg.SensorDefinition | None:
     endpoints = [e for e in source.endpoints if e.incremental is not None and e.parent is None]
     if not endpoints:
@@ -98,12 +101,30 @@ def incremental_sensor(source: SourceConfig) -> dg.SensorDefinition | None:
                 continue
             watermark = engine.latest_watermark(layout, config, ep)
             newest = engine.probe_new_data(client, ep, watermark)
-            if newest is None or str(newest) == seen.get(ep.name):
+            if newest is None:
                 continue
-            seen[ep.name] = str(newest)
+            last = seen.get(ep.name)
+            last = last if isinstance(last, dict) else {"newest": last}
+            now = datetime.now(UTC)
+            if str(newest) == last.get("newest"):
+                # Same news as last time. If the watermark has not moved since, the run we asked
+                # for failed or never ran: ask again, at most once per RETRY_AFTER.
+                asked = last.get("asked_at")
+                stale = str(watermark) == last.get("watermark") and (
+                    asked is None or now - datetime.fromisoformat(asked) >= RETRY_AFTER
+                )
+                if not stale:
+                    continue
+            attempt = int(last.get("attempt", 0)) + 1 if str(newest) == last.get("newest") else 1
+            seen[ep.name] = {
+                "newest": str(newest),
+                "watermark": str(watermark),
+                "asked_at": now.isoformat(),
+                "attempt": attempt,
+            }
             requests.append(
                 dg.RunRequest(
-                    run_key=f"{ep.name}:{newest}",
+                    run_key=f"{ep.name}:{newest}:{attempt}",
                     partition_key=partition,
                     # the endpoint's three assets: its table and schema land in the same run
                     asset_selection=[

@@ -61,9 +61,18 @@ def test_the_sensor_requests_a_run_only_for_data_past_the_watermark(
     updated_at = server.truth("orders")["updated_at"]
     # keyed by the newest cursor value the probe saw (its one page holds the oldest changes)
     seen = json.loads(first.cursor)["orders"]
-    assert seen in updated_at.values() and request.run_key == f"orders:{seen}"
+    assert seen["newest"] in updated_at.values()
+    assert request.run_key == f"orders:{seen['newest']}:1"
     assert request.partition_key == today
     assert set(request.asset_selection) == set(asset_keys("shop", "orders"))
+
+    # the run did not happen (failed, or never launched): within the hour nothing is re-asked…
+    assert tick(project, instance, first.cursor).run_requests == []
+    # …after it, the same news with an unmoved watermark is asked for again, under a new key
+    stale = {"orders": {**seen, "asked_at": "2000-01-01T00:00:00+00:00"}}
+    [retry] = tick(project, instance, json.dumps(stale)).run_requests
+    assert retry.run_key == f"orders:{seen['newest']}:2"
+
     # the requested run commits the data and its watermark
     assert project.run(instance, ORDERS, partition=today).success
     newest = max(updated_at.values())
@@ -82,11 +91,12 @@ def test_the_sensor_requests_a_run_only_for_data_past_the_watermark(
     stamp = server.truth("orders")["updated_at"][str(changed[0])]
     fresh = tick(project, instance, idle.cursor)
     [request] = fresh.run_requests
-    assert request.run_key == f"orders:{stamp}" and request.partition_key == today
+    assert request.run_key == f"orders:{stamp}:1" and request.partition_key == today
     assert request.tags["source"] == "shop"
     # the same data seen again (a repeated tick) asks for nothing more
     again = tick(project, instance, fresh.cursor)
-    assert again.run_requests == [] and json.loads(again.cursor) == {"orders": stamp}
+    assert again.run_requests == []
+    assert json.loads(again.cursor)["orders"]["newest"] == stamp
 
 
 def test_the_sensor_run_key_is_stable_without_a_cursor(project: Project, instance: Any) -> None:
