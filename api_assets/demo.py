@@ -33,6 +33,8 @@ def run_demo(*, ui: bool = False, ui_port: int = 3000) -> int:
     config = DemoConfig(products=5000, customers=2000, orders=2000, events=24000)
     with DemoServer(config) as server:
         os.environ["DEMO_API_URL"] = server.url
+        # The refresh-token source needs a first refresh token: simulate the user's consent.
+        os.environ.setdefault("SHOP_REFRESH_TOKEN", server.consent())
         print(f"demo API on {server.url}; data in {layout.root}; instance in {home}")
         sources = load_sources(sources_file)
         defs = build_definitions(sources, sources_file)
