@@ -12,9 +12,11 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Source and endpoint names follow the sources file's pattern; partition keys are dates,
-# hours (`2026-11-28-13:00`) or `current`.
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_PARTITION = re.compile(r"^(current|\d{4}-\d{2}-\d{2}(-\d{2}:\d{2})?)$")
+# hours (`2026-11-28-13:00`) or `current`. ASCII classes and `fullmatch`: `\d` also matches
+# other scripts' digits and `$` matches before a trailing newline, so `2026-01-01\n` or
+# fullwidth digits would otherwise become file names.
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_PARTITION = re.compile(r"current|[0-9]{4}-[0-9]{2}-[0-9]{2}(-[0-9]{2}:[0-9]{2})?")
 
 
 def sources_path() -> Path:
@@ -45,13 +47,13 @@ def ensure_dagster_home() -> Path:
 
 
 def check_name(name: str, what: str = "name") -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ValueError(f"{what} {name!r} must match [a-z][a-z0-9_]*")
     return name
 
 
 def check_partition(key: str) -> str:
-    if not _PARTITION.match(key):
+    if not _PARTITION.fullmatch(key):
         raise ValueError(f"partition key {key!r} is not YYYY-MM-DD, YYYY-MM-DD-HH:MM or current")
     return key
 
