@@ -62,10 +62,23 @@ def records_of(body: Any, records_path: str | None) -> list[dict[str, Any]]:
     if value is None:
         raise RetryableBody(f"the body has no `{records_path}`: {_excerpt(body)}")
     if isinstance(value, list):
+        if not all(isinstance(r, dict) for r in value):
+            odd = next(r for r in value if not isinstance(r, dict))
+            raise RetryableBody(
+                f"`{records_path or '<body>'}` holds a {type(odd).__name__} where records "
+                f"(JSON objects) belong: {_excerpt(odd, 100)}"
+            )
         return value
     if isinstance(value, dict):
         return [value]
     raise RetryableBody(f"`{records_path or '<body>'}` is a {type(value).__name__}, not a list")
+
+
+def _hashable(value: Any) -> Any:
+    """A key value usable in a set: lists and objects by their JSON text."""
+    if isinstance(value, list | dict):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return value
 
 
 def _excerpt(body: Any, limit: int = 300) -> str:
@@ -405,10 +418,28 @@ class SourceClient:
             else:
                 planned = []
         if paginator.stop_reason is None:
+            current, reasked = req, False
             while True:
-                req_next = paginator.next(view)
+                req_next = self._next_request(endpoint, paginator, view, page)
                 if req_next is None:
-                    break
+                    if page.records or page.index == first_index or reasked:
+                        break
+                    # An empty page ended the series. Trust it only after asking once more: a
+                    # transient empty answer would otherwise truncate the partition silently.
+                    reasked = True
+                    index += 1
+                    again, again_view = get(current, index)
+                    yield again
+                    if not again.records:
+                        break
+                    stats.warnings.append(
+                        f"page {page.index + 1} came back empty, then with "
+                        f"{len(again.records)} records when asked again: the API is flaky"
+                    )
+                    judge(again, previous)
+                    page, view, previous = again, again_view, again
+                    paginator.stop_reason = None
+                    continue
                 if max_pages is not None and index + 1 - first_index >= max_pages:
                     paginator.stop_reason = "max_pages"
                     break
@@ -421,6 +452,7 @@ class SourceClient:
                     )
                 seen_requests.add(fp)
                 index += 1
+                current, reasked = req_next, False
                 page, view = get(req_next, index)
                 judge(page, previous)
                 yield page
@@ -464,6 +496,15 @@ class SourceClient:
             stats.short_pages.pop()
         stats.stop_reason = _combine_stop(stats.stop_reason, paginator.stop_reason)
 
+    def _next_request(
+        self, endpoint: EndpointConfig, paginator: Paginator, view: Response, page: Page
+    ) -> PageRequest | None:
+        """The paginator's next request; its errors name the source, endpoint and URL."""
+        try:
+            return paginator.next(view)
+        except PaginationError as exc:
+            raise PaginationError(f"{self._where(endpoint, page.url)}: {exc}") from None
+
     def _signature(self, endpoint: EndpointConfig, page: Page) -> tuple[Any, ...] | None:
         """What makes a page recognizable if the API serves it again."""
         if not page.records:
@@ -473,8 +514,8 @@ class SourceClient:
             first, last = page.records[0], page.records[-1]
             return (
                 len(page.records),
-                tuple(lookup(first, k) for k in keys),
-                tuple(lookup(last, k) for k in keys),
+                tuple(_hashable(lookup(first, k)) for k in keys),
+                tuple(_hashable(lookup(last, k)) for k in keys),
             )
         return (page.sha256,)
 

@@ -279,8 +279,14 @@ def ingest(
         for page in _pages(client, endpoint, stats, params, parent_rows):
             writer.write(page)
             records = page.records
-            builder.add(records, page.parent)
-            schema_builder.add(records)
+            try:
+                builder.add(records, page.parent)
+                schema_builder.add(records)
+            except RecursionError:
+                raise FetchError(
+                    f"source `{source.name}`, endpoint `{endpoint.name}`, {page.url}: page "
+                    f"{page.index + 1} holds records nested too deeply to flatten into columns"
+                ) from None
             if inc is not None and records:
                 for rec in records:
                     value = lookup(rec, inc.cursor_field)

@@ -372,16 +372,17 @@ def test_credentials_never_sent_to_a_foreign_origin(
     assert len(demo) == 1 and demo[0]["status"] == 200
     assert demo[0]["credential"] != "none"
     assert pages[0].records
-    # page 2 went to the foreign origin, bare
-    assert len(recorder.seen) == 1
-    seen = recorder.seen[0]
-    assert seen["path"] == f"/{ENDPOINT_PATHS[paginated]}"
-    assert "authorization" not in seen["headers"]
-    assert "x-api-key" not in seen["headers"]
-    assert "api_key" not in seen["query"]
+    # page 2 went to the foreign origin, bare (asked twice when it came back empty: an empty
+    # page that ends a series is asked for once more before it is trusted)
+    assert 1 <= len(recorder.seen) <= 2
     secrets = (*DEMO_CREDENTIALS["api_keys"], DEMO_CREDENTIALS["bearer_token"], PASSWORD)
-    for secret in (*secrets, CLIENT_SECRET):
-        assert secret not in repr(seen)
+    for seen in recorder.seen:
+        assert seen["path"] == f"/{ENDPOINT_PATHS[paginated]}"
+        assert "authorization" not in seen["headers"]
+        assert "x-api-key" not in seen["headers"]
+        assert "api_key" not in seen["query"]
+        for secret in (*secrets, CLIENT_SECRET):
+            assert secret not in repr(seen)
 
 
 ENDPOINT_PATHS = {"products_feed": "v1/products/feed", "events": "v1/events"}

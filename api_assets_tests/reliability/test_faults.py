@@ -323,11 +323,6 @@ def test_offset_drift_with_inserts_only_keeps_every_record_that_existed_througho
 # --- known gaps: an empty page the paginator has to trust -------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product gap: a keyset series ends on its first empty page, so one transient empty "
-    "page silently truncates the partition (FAULTS.md, gap G1)",
-)
 def test_empty_page_mid_keyset_series_is_loud(project: Project) -> None:
     api = project.api
     assert api is not None
@@ -345,11 +340,6 @@ def test_empty_page_mid_keyset_series_is_loud(project: Project) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product gap: an empty LAST page of a cursor series is trusted as the end, so its "
-    "records are silently lost (FAULTS.md, gap G2)",
-)
 def test_empty_last_page_of_a_cursor_series_is_loud(project: Project) -> None:
     api = project.api
     assert api is not None
@@ -370,12 +360,6 @@ def test_empty_last_page_of_a_cursor_series_is_loud(project: Project) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a loop detected by a paginator (paginators.py `_SeenValues.check`) "
-    "raises without the source, the endpoint or the URL, and the client does not add them "
-    "(FAULTS.md, gap G3)",
-)
 def test_a_pagination_loop_names_the_source_and_the_endpoint(project: Project) -> None:
     api = project.api
     assert api is not None

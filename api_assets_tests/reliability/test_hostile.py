@@ -335,12 +335,9 @@ def test_any_api_answer_ends_in_data_or_an_api_assets_error(
         shutil.rmtree(root, ignore_errors=True)
 
 
-# Crashes the fuzzer found, each pinned by a strict xfail below; anything else fails the fuzz.
-KNOWN_BUGS = [
-    # (exception, module of the innermost api_assets frame, words of the message): the gap
-    ("TypeError", "client.py", "unhashable type", "G5: a primary key value that is a list"),
-    ("AttributeError", "normalize.py", "has no attribute 'items'", "G6: a record not an object"),
-]
+# Crashes the fuzzer once found (G5: a primary key value that is a list; G6: a record that is
+# not an object) are fixed and pinned by the tests below; any crash now fails the fuzz.
+KNOWN_BUGS: list[tuple[str, str, str, str]] = []
 
 
 def _known_bug(exc: BaseException) -> str | None:
@@ -383,12 +380,6 @@ def _ingest_body(tmp_path: Path, body: bytes, records_path: str | None = "data")
         client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="product bug G6: a records list holding a non-object (an id list, a null) crashes "
-    "normalize.py `_flatten_into` with AttributeError instead of an ApiAssetsError",
-)
 @pytest.mark.parametrize("body", [b'{"data": [1, 2, 3]}', b'{"data": [{"id": 1}, null]}'])
 def test_records_that_are_not_objects_fail_as_an_api_assets_error(
     tmp_path: Path, body: bytes
@@ -396,12 +387,6 @@ def test_records_that_are_not_objects_fail_as_an_api_assets_error(
     _ingest_body(tmp_path, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="product bug G5: a primary key value that is a list or an object crashes the page "
-    "signature in client.py `_signature` (unhashable) instead of an ApiAssetsError",
-)
 @pytest.mark.parametrize(
     "body", [b'{"data": [{"id": [1, 2]}]}', b'{"data": [{"id": {"org": 1, "n": 2}}]}']
 )
@@ -435,13 +420,6 @@ if EXTENDED:  # slow: nested lists cost superlinear CPU in the normalizer before
     NESTED["lists-500"] = b'{"data":[{"id":1,"a":' + b"[" * 500 + b"]" * 500 + b"}]}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="product bug: JSON the parser accepts (nesting under orjson's 1024 limit) crashes the "
-    "normalizer with RecursionError (normalize.py `_flatten_into` for objects, the polars dtype "
-    "comparison in `_concat` for lists) instead of an ApiAssetsError (FAULTS.md, gap G4)",
-)
 @pytest.mark.parametrize("name", sorted(NESTED))
 def test_json_nested_within_the_parser_limit_fails_as_an_api_assets_error(
     tmp_path: Path, name: str

@@ -443,9 +443,10 @@ def test_credentials_never_follow_a_next_url_link_or_redirect_to_another_origin(
         for ep, rows in (("items", 2), ("linked", 1)):
             df = project.table(ep, "current", source=name)
             assert df is not None and df.height == rows, (name, ep)
-    assert len(foreign.seen) == len(auths), foreign.seen  # one next page per source
+    # one next page per source, asked twice when it ends the series empty (the re-ask)
+    assert len(auths) <= len(foreign.seen) <= 2 * len(auths), foreign.seen
     second = [r for r in origin.seen if r["host"].startswith("localhost")]
-    assert len(second) == len(auths), origin.seen
+    assert len(auths) <= len(second) <= 2 * len(auths), origin.seen
     first = [r for r in origin.seen if r["path"] == "/v1/next"]
     assert len(first) == len(auths)
     sent = json.dumps(first)
