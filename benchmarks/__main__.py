@@ -1,0 +1,92 @@
+"""`uv run --group bench python -m benchmarks [--quick] [--reps N] [--only SCENARIO ...]`
+
+Runs the scenarios, prints every table and the targets with their ratios, and writes
+`benchmarks/RESULTS.md`, `benchmarks/results.png` and the raw numbers in
+`benchmarks/out/results.json`. `--profile` runs the profiles instead (see `profiling.py`).
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCENARIOS = ("throughput", "latency", "rate_limit", "fan_out", "webhooks")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="10k and 100k records")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per contender (≥ 3)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SCENARIOS,
+        help="run only these scenarios (throughput is always run: the targets need it)",
+    )
+    parser.add_argument("--profile", action="store_true", help="profile instead of benchmarking")
+    parser.add_argument("--records", type=int, default=100_000, help="records for --profile")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave RESULTS.md and the plot alone"
+    )
+    args = parser.parse_args(argv)
+
+    try:
+        import dlt  # noqa: F401
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(
+            "the bench dependency group is missing: run "
+            "`uv run --group bench python -m benchmarks`",
+            file=sys.stderr,
+        )
+        return 2
+
+    from benchmarks import profiling, report, suite
+
+    work = Path(tempfile.mkdtemp(prefix="api-assets-bench-"))
+    try:
+        if args.profile:
+            text = profiling.run(args.records, work)
+            print(text)
+            if not args.no_write:
+                (HERE / "PROFILE.md").write_text(text)
+            return 0
+
+        plan = suite.Plan.make(args.quick, args.reps)
+        chosen = set(args.only or SCENARIOS) | {"throughput"}
+        started = time.monotonic()
+        results: dict = {"environment": suite.environment(), "plan": vars(plan)}
+        suite.log(f"plan: {vars(plan)}")
+        results["throughput"] = suite.throughput(plan, work)
+        if "latency" in chosen:
+            results["latency"] = suite.latency(plan, work)
+        if "rate_limit" in chosen:
+            results["rate_limit"] = suite.rate_limit(plan, work)
+        if "fan_out" in chosen:
+            results["fan_out"] = suite.fan_out(plan, work)
+        if "webhooks" in chosen:
+            results["webhooks"] = suite.webhooks(plan, work)
+        results["suite_seconds"] = time.monotonic() - started
+        results["environment"]["loadavg_end"] = os.getloadavg()
+        suite.save(results, HERE / "out" / "results.json")
+        report.print_summary(results, plan)
+        print(f"\nsuite wall time {results['suite_seconds']:.0f} s")
+        if not args.no_write:
+            link = (
+                "## Profiles\n\nSee [PROFILE.md](PROFILE.md) (`uv run --group bench python -m "
+                "benchmarks --profile`) for where the time goes.\n"
+            )
+            report.write_markdown(results, plan, HERE / "RESULTS.md", link)
+            report.write_plot(results, plan, HERE / "results.png")
+            print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'results.png'}")
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
