@@ -305,10 +305,12 @@ class RateLimiter:
                     start = self._reserve(self._bucket, now)
                 else:
                     start = self._shared.update(lambda b: self._reserve(b, now))
-                self.in_flight += 1
             wait = start - now
             if wait > 0:
                 self._sleep(wait)
+            with self._lock:
+                # only requests on the wire spend the server's budget, not those still waiting
+                self.in_flight += 1
             return max(0.0, now - t0) + max(0.0, wait)
         except BaseException:
             self._slots.release()
@@ -352,10 +354,16 @@ class RateLimiter:
         reset = state.reset_after_seconds
         # requests already on their way spend the same budget
         budget = state.remaining - self.in_flight
+        # Pace only when the budget runs low: a server that refills continuously (a token
+        # bucket) announces a reset that is not a hard window end, and spreading a large
+        # remaining budget over it would run below the configured rate for nothing.
+        low = max(2 * self.max_concurrency, 0.1 * (state.limit or 0))
         if budget <= 0:
             self._pause(DEFAULT_PAUSE_SECONDS if reset is None else reset)
-        elif reset is not None and reset > 0:
+        elif reset is not None and reset > 0 and budget <= low:
             self._pace(reset / budget, reset)
+        elif reset is not None and reset > 0:
+            self._pace(self._interval, 0.0)  # plenty left: stop any earlier pacing
 
     def _update(self, change: Callable[[_Bucket], float]) -> None:
         with self._lock:
