@@ -2,16 +2,19 @@
 
 Runs the scenarios, prints every table and the targets with their ratios, and writes
 `benchmarks/RESULTS.md`, `benchmarks/results.png` and the raw numbers in
-`benchmarks/out/results.json`. `--profile` runs the profiles instead (see `profiling.py`).
+`benchmarks/out/results.json`. `--profile` runs the profiles instead (see `profiling.py`);
+`--render` rewrites RESULTS.md and the plot from the last raw numbers.
 """
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = ("throughput", "latency", "rate_limit", "fan_out", "webhooks")
@@ -32,6 +35,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--no-write", action="store_true", help="print only; leave RESULTS.md and the plot alone"
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="rewrite RESULTS.md and the plot from the last run's benchmarks/out/results.json",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -46,6 +54,13 @@ def main(argv: list[str]) -> int:
         return 2
 
     from benchmarks import profiling, report, suite
+
+    if args.render:
+        results = json.loads((HERE / "out" / "results.json").read_text())
+        plan = suite.Plan(**{**results["plan"], "sizes": tuple(results["plan"]["sizes"])})
+        report.print_summary(results, plan)
+        _write(results, plan)
+        return 0
 
     work = Path(tempfile.mkdtemp(prefix="api-assets-bench-"))
     try:
@@ -76,16 +91,22 @@ def main(argv: list[str]) -> int:
         report.print_summary(results, plan)
         print(f"\nsuite wall time {results['suite_seconds']:.0f} s")
         if not args.no_write:
-            link = (
-                "## Profiles\n\nSee [PROFILE.md](PROFILE.md) (`uv run --group bench python -m "
-                "benchmarks --profile`) for where the time goes.\n"
-            )
-            report.write_markdown(results, plan, HERE / "RESULTS.md", link)
-            report.write_plot(results, plan, HERE / "results.png")
-            print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'results.png'}")
+            _write(results, plan)
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _write(results: dict, plan: Any) -> None:
+    from benchmarks import report
+
+    link = (
+        "## Profiles\n\nSee [PROFILE.md](PROFILE.md) (`uv run --group bench python -m "
+        "benchmarks --profile`) for where the time goes.\n"
+    )
+    report.write_markdown(results, plan, HERE / "RESULTS.md", link)
+    report.write_plot(results, plan, HERE / "results.png")
+    print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'results.png'}")
 
 
 if __name__ == "__main__":

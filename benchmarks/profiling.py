@@ -131,7 +131,7 @@ def e2e_phases(url: str, records: int, work: Path, in_process: bool) -> dict[str
             marks.get("STEP_WORKER_STARTING"),
         ),
         (
-            "step subprocess spawn + imports + definitions reload",
+            "step process start (the executor's subprocess: spawn or forkserver + preload)",
             marks.get("STEP_WORKER_STARTING"),
             marks.get("STEP_WORKER_STARTED"),
         ),
@@ -228,7 +228,8 @@ def run(records: int, work: Path) -> str:
         + ", ".join(f"`{k}` {v:.2f}" for k, v in imports.items())
         + ".",
         "",
-        f"## Engine alone ({records:,} records, {engine_wall:.1f} s under cProfile)",
+        f"## Engine alone ({records:,} records, {engine_wall:.1f} s under cProfile, "
+        "max_concurrency 1 so that every request runs in the profiled thread)",
         "",
         "Top by own time:",
         "",

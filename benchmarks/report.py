@@ -33,13 +33,13 @@ BELIEVED_CAUSES = {
     ),
     "e2e_vs_floor": (
         "the engine's own gap to the floor plus Dagster's fixed cost: CLI start and "
-        "definitions, the multiprocess executor's second interpreter for the one step, "
-        "resources, run teardown — about 5 s on a quiet machine, much more under load "
-        "(PROFILE.md phases)"
+        "definitions, the multiprocess executor's step process (a forkserver started per run "
+        "that preloads Dagster, Polars and the engine), resources, run teardown — about 5 s on "
+        "a quiet machine, more under load (PROFILE.md phases)"
     ),
     "e2e_vs_dlt_small": (
-        "Dagster's fixed cost (two interpreters importing Dagster with the default "
-        "multiprocess executor, event-log writes) is most of a 100k run"
+        "Dagster's fixed cost (the CLI process and the executor's forkserver both import "
+        "Dagster and the package; run start and teardown) is most of a 100k run"
     ),
     "e2e_vs_dlt_big": "Dagster's fixed cost plus the engine's per-page cost (PROFILE.md)",
     "latency": (
@@ -59,7 +59,10 @@ BELIEVED_CAUSES = {
         "(compacted every 256 pages, never spilled) until one `write_parquet`: "
         "~0.9 KB per record"
     ),
-    "memory_e2e": "the step runs the same engine (see the engine row), in a second interpreter",
+    "memory_e2e": (
+        "the step runs the same engine (see the engine row), in a process of its own beside "
+        "the CLI process"
+    ),
     "fan_out": "see the fan-out table",
     "webhooks": "see webhooks.py's own output",
 }
@@ -478,6 +481,9 @@ def write_markdown(results: dict[str, Any], plan: Plan, path: Path, profile_md: 
         "`total_path`. dlt uses its defaults with the same offset paginator and "
         "`data_selector: data`.",
         "- Every contender's output is read back: `moved all?` checks the row count.",
+        "- `ratio, fastest runs`: the same ratio between each contender's fastest run, the one "
+        "least disturbed by other work on this shared machine. Verdicts are judged on the "
+        "medians; where the fastest runs give the other verdict the target is marked fragile.",
         "- Before the timed runs, one untimed 2,000-record run per contender (bytecode caches, "
         "page cache). Measured processes run with bytecode caches on (`PYTHONPYCACHEPREFIX` "
         "under `benchmarks/out/`) even though this machine sets `PYTHONDONTWRITEBYTECODE=1`: "
