@@ -14,6 +14,7 @@ What a caller may rely on:
 """
 
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -261,13 +262,18 @@ def ingest(
     report.watermark_before = watermark_before
     report.watermark_after = watermark_before
     sweep_stale(layout, source.name, endpoint.name)  # temp dirs of runs that crashed long ago
+    _sweep_spills(layout, source.name, endpoint.name)
     writer = ArchiveWriter(layout, source.name, endpoint.name, partition, run_id)
+    # Past SPILL_ROWS rows the table goes to hidden Parquet parts, so memory stays flat.
+    spill_dir = layout.table_dir(source.name, endpoint.name) / f".spill-{run_id}"
     try:
         client = client or get_client(source, shared_dir=layout.state_dir() / "ratelimit")
         bound = lower_bound(watermark_before, inc) if inc else None
         params = _request_params(endpoint, window, bound)
         ingested_at = datetime.now(UTC)
-        builder = TableBuilder(endpoint.primary_key_fields, partition, ingested_at)
+        builder = TableBuilder(
+            endpoint.primary_key_fields, partition, ingested_at, spill_dir=spill_dir
+        )
         schema_builder = SchemaBuilder()
         progress = _Progress(emit)
         wm_key: Any = (
@@ -314,7 +320,7 @@ def ingest(
         outcomes = [
             checks.completeness(
                 stats,
-                records=table.df.height,
+                records=table.records,
                 duplicates_within=table.duplicates,
                 expected_overlap=expected,
                 is_child=endpoint.parent is not None,
@@ -339,7 +345,7 @@ def ingest(
             checks.page_count_anomaly(
                 history or [],
                 pages=stats.pages,
-                records=table.df.height,
+                records=table.records,
                 watermark_backwards=backwards,
                 filter_ignored=filter_ignored,
             )
@@ -370,13 +376,13 @@ def ingest(
         writer.commit()
         schema.save(layout)
         if publish:
-            write_table(
-                table.df,
+            table.write(
                 layout.table_path(source.name, endpoint.name, partition),
                 {"api_assets": orjson.dumps(meta).decode()},
             )
     except BaseException as exc:
         writer.abort()
+        shutil.rmtree(spill_dir, ignore_errors=True)
         report.apply_stats(stats)
         if isinstance(exc, ApiAssetsError) and not any(
             getattr(c, "name", None) == checks.COMPLETENESS for c in report.checks
@@ -389,8 +395,10 @@ def ingest(
         report.fail(str(exc) or type(exc).__name__)
         report.write(layout)
         raise
+    shutil.rmtree(spill_dir, ignore_errors=True)
+    table.lazy = None  # its parts are gone; `df` keeps the preview rows
     report.apply_stats(stats)
-    report.records = table.df.height
+    report.records = table.records
     report.duplicates = table.duplicates + lookback_dups
     report.widened = list(table.widened)
     if publish:
@@ -416,6 +424,22 @@ def ingest(
     )
 
 
+def _sweep_spills(
+    layout: DataLayout, source: str, endpoint: str, older_than_s: float = 6 * 3600
+) -> None:
+    """Remove table spill dirs left by runs killed long ago (never a running run's)."""
+    directory = layout.table_dir(source, endpoint)
+    if not directory.is_dir():
+        return
+    cutoff = time.time() - older_than_s
+    for path in directory.glob(".spill-*"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+        except FileNotFoundError:
+            continue
+
+
 def _far_below(oldest: Any, bound: Any, inc: IncrementalConfig) -> bool:
     """Records much older than the bound sent (a day past the lookback): the filter was ignored."""
     if oldest is None or bound is None:
@@ -434,7 +458,7 @@ def _merge_current(
     if not path.exists():
         return fresh
     old = pl.read_parquet(path)
-    merged = pl.concat([old, fresh.df], how="diagonal_relaxed")
+    merged = pl.concat([old, fresh.collect()], how="diagonal_relaxed")
     # Key fields are dotted paths in the records and flattened `a__b` columns in the table;
     # rows with a null key are never merged into each other.
     keys = [k.replace(".", "__") for k in endpoint.primary_key_fields]
@@ -448,6 +472,7 @@ def _merge_current(
             how="diagonal_relaxed",
         )
     fresh.df = merged
+    fresh.records = merged.height
     return fresh
 
 

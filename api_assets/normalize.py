@@ -36,6 +36,7 @@ and every COMPACT_PAGES pages are concatenated into one batch.
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +56,8 @@ PARTITION_COLUMN = "_partition"
 INGESTED_AT_COLUMN = "_ingested_at"
 INGESTED_AT_DTYPE = pl.Datetime("us", "UTC")
 COMPACT_PAGES = 256
+SPILL_ROWS = 50_000  # with a spill dir, rows held in memory before a part goes to disk
+PREVIEW_ROWS = 100
 
 # Polars hands out both data type classes (`pl.String`) and instances (`pl.List(pl.Int64)`).
 DType: TypeAlias = DataTypeClass | pl.DataType
@@ -73,6 +76,29 @@ class NormalizedTable:
     duplicates: int  # records dropped because a later one had the same primary key
     widened: list[dict[str, str]] = field(default_factory=list)  # {column, from, to}
     null_keys: int = 0  # rows kept without deduplication because their key has a null
+    # Set when the builder spilled to disk: the whole table, streamed from the spilled parts;
+    # `df` then holds only its first PREVIEW_ROWS rows (every column), for previews and schemas.
+    lazy: pl.LazyFrame | None = None
+    spill_dir: Path | None = None
+
+    def collect(self) -> pl.DataFrame:
+        """The whole table in memory (for callers that need it; `write` does not)."""
+        if self.lazy is not None:
+            self.df, self.lazy = self.lazy.collect(), None
+        return self.df
+
+    def write(self, path: Path, metadata: dict[str, str]) -> None:
+        """Write the table atomically (see `write_table`), streaming when it was spilled."""
+        if self.lazy is None:
+            write_table(self.df, path, metadata)
+        else:
+            _sink_table(self.lazy, path, metadata)
+
+    def cleanup(self) -> None:
+        """Remove the spilled parts (after the table is written, or on failure)."""
+        if self.spill_dir is not None:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+            self.lazy = None
 
 
 # --- records out of a body -------------------------------------------------------------------
@@ -329,7 +355,12 @@ class TableBuilder:
         primary_key: str | list[str] | None,
         partition: str,
         ingested_at: datetime,
+        *,
+        spill_dir: Path | None = None,
+        spill_rows: int = SPILL_ROWS,
     ):
+        """With `spill_dir`, memory stays bounded: every `spill_rows` rows go to a Parquet part
+        there, and `finish()` streams the parts into the table (see NormalizedTable.lazy)."""
         keys = [primary_key] if isinstance(primary_key, str) else list(primary_key or [])
         # A dotted key (`customer.id`) names its flattened column (`customer__id`).
         self.primary_key = [k.replace(".", SEPARATOR) for k in keys]
@@ -340,6 +371,11 @@ class TableBuilder:
         self._batches: list[pl.DataFrame] = []
         self._widened: dict[tuple[str, str, str], None] = {}
         self._fetched = 0
+        self._spill_dir = spill_dir
+        self._spill_rows = spill_rows
+        self._parts: list[Path] = []
+        self._spilled_rows = 0
+        self._mem_rows = 0  # rows in `_pending` and `_batches`
 
     @property
     def fetched(self) -> int:
@@ -382,12 +418,35 @@ class TableBuilder:
                 self._note(name, dtype, wide)
                 schema[name] = wide
         self._pending.append(df)
-        if len(self._pending) >= COMPACT_PAGES:
+        self._mem_rows += df.height
+        if self._spill_dir is not None and self._mem_rows >= self._spill_rows:
+            self._spill()
+        elif len(self._pending) >= COMPACT_PAGES:
             self._batches.append(_concat(self._pending, schema))
             self._pending = []
 
+    def _spill(self) -> None:
+        """Write what is in memory as one Parquet part (under the schema known so far)."""
+        assert self._spill_dir is not None
+        if self._pending:
+            self._batches.append(_concat(self._pending, self._schema))
+            self._pending = []
+        if not self._batches:
+            return
+        df = _concat(self._batches, self._schema)
+        self._batches = []
+        self._mem_rows = 0
+        self._spill_dir.mkdir(parents=True, exist_ok=True)
+        part = self._spill_dir / f"part-{len(self._parts):05d}.parquet"
+        df.write_parquet(part, compression="lz4")
+        self._parts.append(part)
+        self._spilled_rows += df.height
+
     def finish(self) -> NormalizedTable:
         """The deduplicated table with `_partition` and `_ingested_at`."""
+        if self._parts:
+            self._spill()
+            return self._finish_spilled()
         if self._pending:
             self._batches.append(_concat(self._pending, self._schema))
         frames, self._batches, self._pending = self._batches, [], []
@@ -426,6 +485,57 @@ class TableBuilder:
             duplicates=duplicates,
             widened=widened,
             null_keys=null_keys,
+        )
+
+    def _finish_spilled(self) -> NormalizedTable:
+        """The same table as `finish()`, streamed from the parts: only the key columns (and a
+        row index) are ever whole in memory."""
+        target = self._schema
+        frames = []
+        for part in self._parts:
+            exprs = []
+            for name, dtype in pl.read_parquet_schema(part).items():
+                want = target[name]
+                if dtype == want:
+                    continue
+                if want == pl.String and dtype.is_nested():
+                    exprs.append(json_text(pl.col(name)).alias(name))
+                else:
+                    exprs.append(pl.col(name).cast(want))
+            lf = pl.scan_parquet(part)
+            frames.append(lf.with_columns(exprs) if exprs else lf)
+        lf = pl.concat(frames, how="diagonal").select(list(target)).with_row_index("_row")
+        received = self._spilled_rows
+        duplicates = null_keys = 0
+        if self.primary_key:
+            missing = [k for k in self.primary_key if k not in target]
+            if missing:
+                raise FetchError(
+                    f"primary key field(s) {missing} are in none of the {received} records of "
+                    f"partition {self.partition}; fix `primary_key` in the sources file"
+                )
+            keys = lf.select([*self.primary_key, "_row"]).collect()
+            keyed = pl.all_horizontal(pl.col(k).is_not_null() for k in self.primary_key)
+            kept = keys.filter(keyed).unique(self.primary_key, keep="last").select("_row")
+            nulls = keys.filter(~keyed).select("_row")
+            null_keys = nulls.height
+            keep = pl.concat([kept, nulls]).sort("_row")
+            duplicates = received - keep.height
+            lf = lf.join(keep.lazy(), on="_row", how="semi", maintain_order="left")
+        lf = lf.drop("_row").with_columns(
+            pl.lit(self.partition, dtype=pl.String).alias(PARTITION_COLUMN),
+            pl.lit(self.ingested_at, dtype=INGESTED_AT_DTYPE).alias(INGESTED_AT_COLUMN),
+        )
+        widened = [{"column": c, "from": a, "to": b} for c, a, b in self._widened]
+        return NormalizedTable(
+            df=lf.head(PREVIEW_ROWS).collect(),
+            fetched=self._fetched,
+            records=received - duplicates,
+            duplicates=duplicates,
+            widened=widened,
+            null_keys=null_keys,
+            lazy=lf,
+            spill_dir=self._spill_dir,
         )
 
 
@@ -483,6 +593,21 @@ def write_table(df: pl.DataFrame, path: Path, metadata: dict[str, str]) -> None:
     tmp = temp_sibling(path)
     try:
         df.write_parquet(tmp, metadata=dict(metadata))
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def _sink_table(lf: pl.LazyFrame, path: Path, metadata: dict[str, str]) -> None:
+    """`write_table` for a LazyFrame: streamed to the temp file, then the same atomic swap."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path)
+    try:
+        lf.sink_parquet(tmp, metadata=dict(metadata))
         fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -420,7 +420,7 @@ def _materializations(
             {
                 key: {
                     **common[key],
-                    "dagster/row_count": r.table.df.height,
+                    "dagster/row_count": r.table.records,
                     "dagster/column_schema": _column_schema(r.table.df),
                     "duplicates": r.report.duplicates or 0,
                     "preview": _md_preview(r.table.df),

@@ -290,3 +290,39 @@ def test_any_json_pages_normalize_without_crash(pages) -> None:
     if seen:
         assert sorted(table.df["id"].to_list()) == sorted(seen)
     assert table.df.schema["_partition"] == pl.String
+
+
+def test_a_spilled_build_equals_the_in_memory_build(tmp_path: Path) -> None:
+    """Past `spill_rows` the builder streams from Parquet parts; the table is the same: widened
+    types across parts, nested lists as JSON text, duplicates dropped (last wins), null keys kept."""
+    pages = []
+    for p in range(12):
+        recs = []
+        for i in range(25):
+            rid = (p * 25 + i) % 260  # ids 0..259 then repeats: duplicates across parts
+            recs.append(
+                {
+                    "id": rid if (p, i) != (3, 4) else None,
+                    "n": rid if p < 6 else f"s{rid}",  # int in early parts, string later
+                    "obj": {"a": p, "b": [1, 2]},
+                    "items": [{"k": i}],
+                    "v": p,
+                }
+            )
+        pages.append(recs)
+    at = datetime(2026, 11, 28, tzinfo=UTC)
+    memory = TableBuilder("id", "2026-11-28", at)
+    spilled = TableBuilder("id", "2026-11-28", at, spill_dir=tmp_path / "spill", spill_rows=60)
+    for recs in pages:
+        memory.add(recs)
+        spilled.add(recs)
+    a, b = memory.finish(), spilled.finish()
+    assert b.lazy is not None and len(list((tmp_path / "spill").glob("part-*.parquet"))) > 1
+    b.write(tmp_path / "t.parquet", {"api_assets": "{}"})
+    got = pl.read_parquet(tmp_path / "t.parquet")
+    order = ["id", "v"]
+    assert got.sort(order, nulls_last=True).equals(a.df.sort(order, nulls_last=True))
+    assert (b.records, b.duplicates, b.null_keys) == (a.records, a.duplicates, a.null_keys)
+    assert b.df.height == min(100, a.records) and b.df.columns == a.df.columns
+    b.cleanup()
+    assert not (tmp_path / "spill").exists()
