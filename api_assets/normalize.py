@@ -89,10 +89,7 @@ class NormalizedTable:
 
     def write(self, path: Path, metadata: dict[str, str]) -> None:
         """Write the table atomically (see `write_table`), streaming when it was spilled."""
-        if self.lazy is None:
-            write_table(self.df, path, metadata)
-        else:
-            _sink_table(self.lazy, path, metadata)
+        write_table(self.df if self.lazy is None else self.lazy, path, metadata)
 
     def cleanup(self) -> None:
         """Remove the spilled parts (after the table is written, or on failure)."""
@@ -586,28 +583,17 @@ def normalize_archive(
 # --- Parquet ---------------------------------------------------------------------------------
 
 
-def write_table(df: pl.DataFrame, path: Path, metadata: dict[str, str]) -> None:
+def write_table(df: pl.DataFrame | pl.LazyFrame, path: Path, metadata: dict[str, str]) -> None:
     """Write `df` to `path` as Parquet with key-value `metadata`, atomically: a hidden temp
-    file in the same directory (never matched by `*.parquet`), fsync, `os.replace`."""
+    file in the same directory (never matched by `*.parquet`), fsync, `os.replace`. A LazyFrame
+    is streamed (`sink_parquet`), never collected."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
     try:
-        df.write_parquet(tmp, metadata=dict(metadata))
-        fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-def _sink_table(lf: pl.LazyFrame, path: Path, metadata: dict[str, str]) -> None:
-    """`write_table` for a LazyFrame: streamed to the temp file, then the same atomic swap."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    try:
-        lf.sink_parquet(tmp, metadata=dict(metadata))
+        if isinstance(df, pl.LazyFrame):
+            df.sink_parquet(tmp, metadata=dict(metadata))
+        else:
+            df.write_parquet(tmp, metadata=dict(metadata))
         fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
