@@ -92,6 +92,11 @@ class _Locked:
     def __init__(self, stats: FetchStats):
         self.stats = stats
         self.lock = threading.Lock()
+        self.policy: RetryPolicy | None = None  # the series' retry policy, made on first use
+
+    def on_retry(self, event: Any) -> None:
+        status = getattr(event, "status", None)
+        self.add(retries=1, throttled=1 if status == 429 else 0)
 
     def add(self, **counts: int) -> None:
         with self.lock:
@@ -165,10 +170,6 @@ class SourceClient:
             params = {k: v for k, v in {**base_params, **request.params}.items() if v is not None}
         parsed: dict[str, Any] = {}
 
-        def on_retry(event: Any) -> None:
-            status = getattr(event, "status", None)
-            counts.add(retries=1, throttled=1 if status == 429 else 0)
-
         def send() -> httpx.Response:
             with self.limiter.acquire():
                 counts.add(requests=1)
@@ -191,11 +192,14 @@ class SourceClient:
                 parsed["body"] = body
             return response
 
-        policy = RetryPolicy(
-            self.source.retry.max_attempts,
-            self.source.retry.max_backoff_seconds,
-            on_retry=on_retry,
-        )
+        policy = counts.policy
+        if policy is None:  # one per series: thread-safe, and cheaper than one per request
+            policy = counts.policy = RetryPolicy(
+                self.source.retry.max_attempts,
+                self.source.retry.max_backoff_seconds,
+                on_retry=counts.on_retry,
+                redactor=self.redactor,
+            )
         started = time.monotonic()
         try:
             response, attempts = policy.call(send)
