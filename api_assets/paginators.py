@@ -138,77 +138,99 @@ def _total(response: Response, path: str | None, header: str | None) -> int | No
     return None
 
 
-class Offset(Paginator):
-    """`offset`/`limit`; with a total (body path or header) the page set is known after page 1."""
+class _Stepping(Paginator):
+    """Offset and page number: a position that advances by a fixed step from `start`; a stated
+    total bounds it, which makes the page set known after page 1."""
 
-    type_name = "offset"
-    config: cfg.OffsetPaginator
-
-    def __init__(self, config: cfg.OffsetPaginator):
+    def __init__(self, config: Any, *, start: int, step: int):
         super().__init__(config)
-        self.page_size = config.limit
-        self.offset = config.start
+        self.position = start
+        self.step = step
 
-    def _params(self, offset: int) -> dict[str, Any]:
-        return {self.config.offset_param: offset, self.config.limit_param: self.config.limit}
+    def _position_params(self, position: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _end(self, response: Response) -> int | None:
+        """The first position past the stated total, or None when the API states none."""
+        raise NotImplementedError
+
+    def _at(self, position: int) -> PageRequest:
+        return PageRequest(params={**self.config.params, **self._position_params(position)})
 
     def first(self) -> PageRequest:
-        return PageRequest(params={**self.config.params, **self._params(self.offset)})
-
-    def total_reported(self, response: Response) -> int | None:
-        return _total(response, self.config.total_path, self.config.total_header)
+        return self._at(self.position)
 
     def next(self, response: Response) -> PageRequest | None:
         if not response.records:
             self._stop("empty_page")
             return None
-        total = self.total_reported(response)
-        self.offset += self.config.limit
-        if total is not None and self.offset >= total + self.config.start:
+        end = self._end(response)
+        self.position += self.step
+        if end is not None and self.position >= end:
             self._stop("total_reached")
             return None
-        return PageRequest(params={**self.config.params, **self._params(self.offset)})
+        return self._at(self.position)
 
     def plan(self, response: Response) -> list[PageRequest] | None:
-        total = self.total_reported(response)
-        if total is None or not response.records:
+        end = self._end(response)
+        if end is None or not response.records:
             return None
-        return self.plan_until(total)
+        return self._plan_to(end)
 
     def probe(self) -> PageRequest | None:
-        self.offset += self.config.limit
-        return PageRequest(params={**self.config.params, **self._params(self.offset)})
+        self.position += self.step
+        return self._at(self.position)
 
-    def plan_until(self, total: int) -> list[PageRequest]:
-        """Requests for every offset after the current one up to `total` records."""
+    def _plan_to(self, end: int) -> list[PageRequest]:
+        """Requests for every position after the current one up to `end` (exclusive)."""
         out = []
-        end = self.config.start + total
-        while self.offset + self.config.limit < end:
-            self.offset += self.config.limit
-            out.append(PageRequest(params={**self.config.params, **self._params(self.offset)}))
+        while self.position + self.step < end:
+            self.position += self.step
+            out.append(self._at(self.position))
         self._stop("total_reached")
         return out
 
 
-class PageNumber(Paginator):
-    """`page`/`size`; total pages (or total records) make the page set known after page 1."""
+class Offset(_Stepping):
+    """`offset`/`limit`; the total comes from a body path or a header."""
+
+    type_name = "offset"
+    config: cfg.OffsetPaginator
+
+    def __init__(self, config: cfg.OffsetPaginator):
+        super().__init__(config, start=config.start, step=config.limit)
+        self.page_size = config.limit
+
+    def _position_params(self, position: int) -> dict[str, Any]:
+        return {self.config.offset_param: position, self.config.limit_param: self.config.limit}
+
+    def total_reported(self, response: Response) -> int | None:
+        return _total(response, self.config.total_path, self.config.total_header)
+
+    def _end(self, response: Response) -> int | None:
+        total = self.total_reported(response)
+        return None if total is None else self.config.start + total
+
+    def plan_until(self, total: int) -> list[PageRequest]:
+        """Requests for every offset after the current one up to `total` records."""
+        return self._plan_to(self.config.start + total)
+
+
+class PageNumber(_Stepping):
+    """`page`/`size`; total pages (or total records) from the body or a header."""
 
     type_name = "page_number"
     config: cfg.PageNumberPaginator
 
     def __init__(self, config: cfg.PageNumberPaginator):
-        super().__init__(config)
+        super().__init__(config, start=config.start, step=1)
         self.page_size = config.size
-        self.page = config.start
 
-    def _params(self, page: int) -> dict[str, Any]:
-        p: dict[str, Any] = {self.config.page_param: page}
+    def _position_params(self, position: int) -> dict[str, Any]:
+        p: dict[str, Any] = {self.config.page_param: position}
         if self.config.size_param:
             p[self.config.size_param] = self.config.size
         return p
-
-    def first(self) -> PageRequest:
-        return PageRequest(params={**self.config.params, **self._params(self.page)})
 
     def total_reported(self, response: Response) -> int | None:
         return _total(response, self.config.total_path, self.config.total_header)
@@ -220,31 +242,9 @@ class PageNumber(Paginator):
         total = self.total_reported(response)
         return None if total is None else math.ceil(total / self.config.size)
 
-    def next(self, response: Response) -> PageRequest | None:
-        if not response.records:
-            self._stop("empty_page")
-            return None
+    def _end(self, response: Response) -> int | None:
         pages = self.total_pages(response)
-        self.page += 1
-        if pages is not None and self.page >= self.config.start + pages:
-            self._stop("total_reached")
-            return None
-        return PageRequest(params={**self.config.params, **self._params(self.page)})
-
-    def probe(self) -> PageRequest | None:
-        self.page += 1
-        return PageRequest(params={**self.config.params, **self._params(self.page)})
-
-    def plan(self, response: Response) -> list[PageRequest] | None:
-        pages = self.total_pages(response)
-        if pages is None or not response.records:
-            return None
-        out = []
-        while self.page + 1 < self.config.start + pages:
-            self.page += 1
-            out.append(PageRequest(params={**self.config.params, **self._params(self.page)}))
-        self._stop("total_reached")
-        return out
+        return None if pages is None else self.config.start + pages
 
 
 class _SeenValues:
