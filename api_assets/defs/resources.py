@@ -33,14 +33,21 @@ class ApiSource(dg.ConfigurableResource):
     sources_path: str | None = None
     data_dir: str | None = None
 
+    _config: SourceConfig | None = PrivateAttr(default=None)
     _client: SourceClient | None = PrivateAttr(default=None)
     _pid: int | None = PrivateAttr(default=None)
 
     def config(self) -> SourceConfig:
-        for source in load_sources(self.sources_path):
-            if source.name == self.source_name:
-                return source
-        raise dg.Failure(f"source `{self.source_name}` is no longer in the sources file")
+        """The source as the sources file says now (read once per resource instance, i.e. per
+        step: the asset and its client see the same config)."""
+        if self._config is None:
+            for source in load_sources(self.sources_path):
+                if source.name == self.source_name:
+                    self._config = source
+                    break
+            else:
+                raise dg.Failure(f"source `{self.source_name}` is no longer in the sources file")
+        return self._config
 
     def client(self) -> SourceClient:
         """The process's client; recreated after a fork."""
