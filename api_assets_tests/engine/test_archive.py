@@ -19,6 +19,8 @@ S, E, P = "shop", "orders", "2026-11-28"
 MANIFEST_KEYS = {
     "index",
     "file",
+    "offset",
+    "length",
     "url",
     "params",
     "status",
@@ -67,13 +69,11 @@ def test_gzip_round_trip_and_manifest(layout: DataLayout) -> None:
 
     assert final == layout.raw_dir(S, E, P)
     files = sorted(p.name for p in final.iterdir())
-    assert files == [
-        "manifest.jsonl",
-        "page-000001.json.gz",
-        "page-000002.json.gz",
-        "page-000003.json.gz",
-    ]
-    assert (final / "page-000001.json.gz").read_bytes()[:2] == b"\x1f\x8b"  # gzip magic
+    # one segment holds every body, each its own gzip member: `zcat` reads them all in order
+    assert files == ["bodies-000001.gz", "manifest.jsonl"]
+    assert gzip.decompress((final / "bodies-000001.gz").read_bytes()) == b"".join(
+        p.body for p in pages
+    )
     reader = ArchiveReader(layout, S, E, P)
     assert reader.exists()
     entries = reader.manifest()
@@ -121,7 +121,7 @@ def test_commit_replaces_the_whole_partition(layout: DataLayout) -> None:
     write_version(layout, "old", pages=3)
     write_version(layout, "new", pages=1)
     final = layout.raw_dir(S, E, P)
-    assert sorted(p.name for p in final.iterdir()) == ["manifest.jsonl", "page-000001.json.gz"]
+    assert sorted(p.name for p in final.iterdir()) == ["bodies-000001.gz", "manifest.jsonl"]
     assert read_versions(layout) == {"new"}
     # nothing left beside it: no temp dir, no aside dir
     assert [p.name for p in final.parent.iterdir()] == [P]
@@ -187,9 +187,51 @@ def test_sweep_removes_only_stale_temp_dirs(layout: DataLayout) -> None:
 
 def test_damaged_body_is_detected(layout: DataLayout) -> None:
     final = write_version(layout, "v", pages=2)
-    (final / "page-000002.json.gz").write_bytes(gzip.compress(b'{"data": [{"id": 99}]}'))
+    second = ArchiveReader(layout, S, E, P).manifest()[1]
+    segment = final / second["file"]
+    data = bytearray(segment.read_bytes())
+    forged = gzip.compress(b'{"data": [{"id": 99}]}', mtime=0)
+    data[second["offset"] : second["offset"] + second["length"]] = forged
+    segment.write_bytes(bytes(data))
     with pytest.raises(ArchiveError, match="sha256"):
         list(ArchiveReader(layout, S, E, P).iter_pages())
+    # a torn member (bytes flipped inside it) is reported the same way, not as a gzip crash
+    data = bytearray(segment.read_bytes())
+    data[second["offset"] + 12] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match="sha256"):
+        list(ArchiveReader(layout, S, E, P).iter_pages())
+
+
+def test_segments_roll_over_and_read_back(layout: DataLayout, monkeypatch) -> None:
+    monkeypatch.setattr(archive, "SEGMENT_BYTES", 1)  # every page starts a new segment
+    final = write_version(layout, "v", pages=3)
+    assert sorted(p.name for p in final.iterdir()) == [
+        "bodies-000001.gz",
+        "bodies-000002.gz",
+        "bodies-000003.gz",
+        "manifest.jsonl",
+    ]
+    read = list(ArchiveReader(layout, S, E, P).iter_pages())
+    assert [orjson.loads(b)["data"][0]["id"] for _e, b in read] == [0, 1, 2]
+
+
+def test_archives_with_a_file_per_page_still_read(layout: DataLayout) -> None:
+    """Archives written before segments (`page-NNNNNN.json.gz`, no offset) read as before."""
+    final = write_version(layout, "v", pages=2)
+    lines = []
+    for entry, body in ArchiveReader(layout, S, E, P).iter_pages():
+        name = f"page-{entry['index']:06d}.json.gz"
+        (final / name).write_bytes(gzip.compress(body))
+        lines.append(
+            orjson.dumps(
+                {**{k: v for k, v in entry.items() if k not in ("offset", "length")}, "file": name}
+            )
+        )
+    for segment in final.glob("bodies-*.gz"):
+        segment.unlink()
+    (final / "manifest.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    assert read_versions(layout) == {"v"}
 
 
 def _replace_repeatedly(

@@ -477,7 +477,9 @@ def assert_readable(layout: DataLayout, source: str, name: str) -> pl.DataFrame 
             continue
         manifest = [orjson.loads(x) for x in (part / "manifest.jsonl").read_bytes().splitlines()]
         for entry in manifest:
-            body = gzip.decompress((part / entry["file"]).read_bytes())
+            data = (part / entry["file"]).read_bytes()
+            member = data[entry["offset"] : entry["offset"] + entry["length"]]
+            body = gzip.decompress(member)
             assert hashlib.sha256(body).hexdigest() == entry["sha256"], part / entry["file"]
     if not files:
         return None
