@@ -156,6 +156,15 @@ def _strip_userinfo(url: str) -> str:
 # --- writing ---------------------------------------------------------------------------------
 
 
+Packed = tuple[bytes, str]  # (gzip member, sha256 hex) of one body
+
+
+def pack_body(body: bytes) -> Packed:
+    """(gzip member, sha256) of a body: the CPU part of `ArchiveWriter.write`, safe in any
+    thread (zlib and hashlib release the GIL)."""
+    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0), hashlib.sha256(body).hexdigest()
+
+
 class ArchiveWriter:
     """Archive the pages of one run of one partition; `commit()` publishes them all at once.
 
@@ -204,15 +213,13 @@ class ArchiveWriter:
     def bytes(self) -> int:
         return self._bytes
 
-    def write(self, page: Page) -> None:
+    def write(self, page: Page, packed: Packed | None = None) -> None:
         """Append `page.body` as a gzip member to the current segment and its evidence as one
-        manifest line."""
+        manifest line; `packed` is `pack_body(page.body)` when the caller made it already."""
         if self._closed:
             raise ArchiveError(f"archive {self.final_dir} is already committed or aborted")
         body = page.body
-        # zlib and sha256 release the GIL: other threads keep fetching meanwhile
-        compressed = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
-        digest = hashlib.sha256(body).hexdigest()
+        compressed, digest = packed if packed is not None else pack_body(body)
         with self._lock:
             if self._closed:
                 raise ArchiveError(f"archive {self.final_dir} is already committed or aborted")

@@ -159,8 +159,10 @@ class SourceClient:
         index: int,
         counts: _Locked,
         parent: dict[str, Any] | None = None,
+        prepare: Callable[[Page], None] | None = None,
     ) -> tuple[Page, Response]:
-        """Send one page request (with retries) and turn the answer into a Page."""
+        """Send one page request (with retries) and turn the answer into a Page; `prepare`
+        then runs on it in this (the fetching) thread."""
         params: dict[str, Any] | None
         if request.url is not None:
             # The next URL carries its own query: passing params (even empty) would replace it.
@@ -266,6 +268,8 @@ class SourceClient:
                 counts.stats.total_timeline.append(
                     (started, started + elapsed, page.total_reported)
                 )
+        if prepare is not None:
+            prepare(page)
         return page, view
 
     def _send_capped(
@@ -343,8 +347,14 @@ class SourceClient:
         path_values: dict[str, Any] | None = None,
         first_index: int = 0,
         concurrent: bool = True,
+        prepare: Callable[[Page], None] | None = None,
     ) -> Iterator[Page]:
-        """Yield the pages of one series in order. Raises on loops, errors and bad bodies."""
+        """Yield the pages of one series in order. Raises on loops, errors and bad bodies.
+
+        `prepare(page)` runs in the thread that fetched the page, before it is yielded: the
+        consumer's per-page work that releases the GIL (compression, Polars parsing) then
+        overlaps with the fetching instead of queueing behind it. It must not raise: it records
+        what it made on `page.prepared`."""
         counts = _Locked(stats)
         paginator = make_paginator(endpoint.paginator)
         path = endpoint.path.format(**path_values) if path_values else endpoint.path
@@ -356,7 +366,15 @@ class SourceClient:
 
         def get(req: PageRequest, i: int) -> tuple[Page, Response]:
             return self.get_page(
-                endpoint, path, req, base, paginator, index=i, counts=counts, parent=path_values
+                endpoint,
+                path,
+                req,
+                base,
+                paginator,
+                index=i,
+                counts=counts,
+                parent=path_values,
+                prepare=prepare,
             )
 
         def judge(page: Page, previous: Page | None) -> None:
@@ -563,9 +581,11 @@ class SourceClient:
         stats: FetchStats,
         *,
         params: dict[str, Any] | None = None,
+        prepare: Callable[[Page], None] | None = None,
     ) -> Iterator[Page]:
         """One series per parent (placeholder values), concurrently; pages re-indexed in the order
-        they are yielded. A 404 is recorded in `stats.not_found` unless the endpoint says fail."""
+        they are yielded. A 404 is recorded in `stats.not_found` unless the endpoint says fail.
+        `prepare` as in `fetch`."""
         assert endpoint.parent is not None
         fail_on_404 = endpoint.parent.on_not_found == "fail"
 
@@ -574,7 +594,12 @@ class SourceClient:
             try:
                 pages = list(
                     self.fetch(
-                        endpoint, series, params=params, path_values=values, concurrent=False
+                        endpoint,
+                        series,
+                        params=params,
+                        path_values=values,
+                        concurrent=False,
+                        prepare=prepare,
                     )
                 )
             except NotFound:

@@ -26,7 +26,7 @@ import orjson
 import polars as pl
 
 from api_assets import checks
-from api_assets.archive import ArchiveReader, ArchiveWriter, sweep_stale
+from api_assets.archive import ArchiveReader, ArchiveWriter, pack_body, sweep_stale
 from api_assets.client import SourceClient, get_client
 from api_assets.errors import ApiAssetsError, FetchError, IncompleteError
 from api_assets.layout import DataLayout
@@ -35,6 +35,7 @@ from api_assets.normalize import (
     TableBuilder,
     extract_records,
     normalize_archive,
+    page_table,
     read_table_metadata,
     write_table,
 )
@@ -208,8 +209,20 @@ def _pages(
     parent_rows: list[dict[str, Any]] | None,
 ) -> Iterator[Page]:
     if endpoint.parent is not None:
-        return client.fetch_children(endpoint, parent_rows or [], stats, params=params)
-    return client.fetch(endpoint, stats, params=params)
+        return client.fetch_children(
+            endpoint, parent_rows or [], stats, params=params, prepare=_prepare
+        )
+    return client.fetch(endpoint, stats, params=params, prepare=_prepare)
+
+
+def _prepare(page: Page) -> None:
+    """In the fetching thread: the page's gzip member and sha256, and its DataFrame. Both mostly
+    release the GIL, so they overlap with other pages' fetching. On any error the consumer
+    redoes the work itself, where the error is reported."""
+    try:
+        page.prepared = (pack_body(page.body), page_table(page.records, page.parent))
+    except Exception:  # RecursionError included: ingest reports it with the page's URL
+        page.prepared = None
 
 
 def parent_values(endpoint: EndpointConfig, parent_df: pl.DataFrame) -> list[dict[str, Any]]:
@@ -283,10 +296,12 @@ def ingest(
         lookback_dups = 0
         oldest: Any = None
         for page in _pages(client, endpoint, stats, params, parent_rows):
-            writer.write(page)
+            packed, frame = page.prepared or (None, None)
+            page.prepared = None
+            writer.write(page, packed)
             records = page.records
             try:
-                builder.add(records, page.parent)
+                builder.add(records, page.parent, frame=frame)
                 schema_builder.add(records)
             except RecursionError:
                 raise FetchError(

@@ -170,7 +170,7 @@ def _unnest(df: pl.DataFrame) -> pl.DataFrame:
         df = df.unnest(structs, separator=SEPARATOR)
 
 
-def page_frame(records: list[dict[str, Any]]) -> tuple[pl.DataFrame, list[tuple[str, str, str]]]:
+def page_frame(records: list[dict[str, Any]]) -> "PageFrame":
     """One page of records as a flat DataFrame (lists of objects still raw: they become JSON
     text per batch, see `_concat`), plus the widenings done inside the page (reported by the
     slow path only)."""
@@ -242,6 +242,23 @@ def _page_frame_slow(
         columns.append(series)
         widened += mixed
     return pl.DataFrame(columns), widened
+
+
+PageFrame: TypeAlias = tuple[pl.DataFrame, list[tuple[str, str, str]]]
+
+
+def page_table(records: list[dict[str, Any]], parent: dict[str, Any] | None = None) -> PageFrame:
+    """`page_frame` with a child endpoint's placeholder values (`parent`) as the first columns.
+    Pure: safe to call from any thread."""
+    df, widened = page_frame(records)
+    if parent:
+        values, _ = page_frame([parent])
+        df = df.drop([c for c in values.columns if c in df.columns])
+        df = df.select(
+            *(pl.lit(values.get_column(c)).first().alias(c) for c in values.columns),
+            pl.all(),
+        )
+    return df, widened
 
 
 # --- types across pages ----------------------------------------------------------------------
@@ -378,21 +395,22 @@ class TableBuilder:
     def fetched(self) -> int:
         return self._fetched
 
-    def add(self, records: list[dict[str, Any]], parent: dict[str, Any] | None = None) -> None:
-        """Add one page of records; `parent` holds a child endpoint's placeholder values."""
+    def add(
+        self,
+        records: list[dict[str, Any]],
+        parent: dict[str, Any] | None = None,
+        *,
+        frame: "PageFrame | None" = None,
+    ) -> None:
+        """Add one page of records; `parent` holds a child endpoint's placeholder values.
+        `frame` is `page_table(records, parent)` when the caller made it already (in a fetch
+        thread, say)."""
         self._fetched += len(records)
         if not records:
             return
-        df, widened = page_frame(records)
+        df, widened = frame if frame is not None else page_table(records, parent)
         for item in widened:
             self._widened[item] = None
-        if parent:
-            values, _ = page_frame([parent])
-            df = df.drop([c for c in values.columns if c in df.columns])
-            df = df.select(
-                *(pl.lit(values.get_column(c)).first().alias(c) for c in values.columns),
-                pl.all(),
-            )
         if df.width == 0:  # records without any field: nothing to store
             return
         self._absorb(df)
