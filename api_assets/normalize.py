@@ -388,6 +388,7 @@ class TableBuilder:
         self._spill_dir = spill_dir
         self._spill_rows = spill_rows
         self._parts: list[Path] = []
+        self._part_rows: list[int] = []
         self._spilled_rows = 0
         self._mem_rows = 0  # rows in `_pending` and `_batches`
 
@@ -455,6 +456,7 @@ class TableBuilder:
         part = self._spill_dir / f"part-{len(self._parts):05d}.parquet"
         df.write_parquet(part, compression="lz4")
         self._parts.append(part)
+        self._part_rows.append(df.height)
         self._spilled_rows += df.height
 
     def finish(self) -> NormalizedTable:
@@ -504,7 +506,7 @@ class TableBuilder:
 
     def _finish_spilled(self) -> NormalizedTable:
         """The same table as `finish()`, streamed from the parts: only the key columns (and a
-        row index) are ever whole in memory."""
+        row index) are ever whole in memory, and deduplication works part by part."""
         target = self._schema
         frames = []
         for part in self._parts:
@@ -519,7 +521,6 @@ class TableBuilder:
                     exprs.append(pl.col(name).cast(want))
             lf = pl.scan_parquet(part)
             frames.append(lf.with_columns(exprs) if exprs else lf)
-        lf = pl.concat(frames, how="diagonal").select(list(target)).with_row_index("_row")
         received = self._spilled_rows
         duplicates = null_keys = 0
         if self.primary_key:
@@ -529,27 +530,67 @@ class TableBuilder:
                     f"primary key field(s) {missing} are in none of the {received} records of "
                     f"partition {self.partition}; fix `primary_key` in the sources file"
                 )
-            keys = lf.select([*self.primary_key, "_row"]).collect()
+            # Part by part: a row index over the concatenation would defeat the projection
+            # and read every column of every part.
+            keys = (
+                pl.concat(
+                    [
+                        f.select(pl.col(k) for k in self.primary_key if k in f.collect_schema())
+                        for f in frames
+                    ],
+                    how="diagonal",
+                )
+                .collect()
+                .with_row_index("_row")
+            )
             keyed = pl.all_horizontal(pl.col(k).is_not_null() for k in self.primary_key)
-            kept = keys.filter(keyed).unique(self.primary_key, keep="last").select("_row")
+            # The last row of each key, found by sorting rather than hashing: a hash `unique`
+            # over a million keys took ~150 MB; the sort holds a few copies of the key columns.
+            ordered = keys.filter(keyed).sort([*self.primary_key, "_row"])
+            is_last = pl.any_horizontal(pl.col(k) != pl.col(k).shift(-1) for k in self.primary_key)
+            kept = ordered.filter(is_last.fill_null(True)).select("_row")
             nulls = keys.filter(~keyed).select("_row")
+            del keys, ordered
             null_keys = nulls.height
-            keep = pl.concat([kept, nulls]).sort("_row")
-            duplicates = received - keep.height
-            lf = lf.join(keep.lazy(), on="_row", how="semi", maintain_order="left")
-        lf = lf.drop("_row").with_columns(
-            pl.lit(self.partition, dtype=pl.String).alias(PARTITION_COLUMN),
-            pl.lit(self.ingested_at, dtype=INGESTED_AT_DTYPE).alias(INGESTED_AT_COLUMN),
-        )
+            duplicates = received - kept.height - null_keys
+            if duplicates:
+                # Each part keeps its own rows that survived: a join per part, bounded by the
+                # part's size, never one over the whole table.
+                keep = pl.concat([kept, nulls]).sort("_row")
+                start = 0
+                for i, rows in enumerate(self._part_rows):
+                    mine = keep.filter(pl.col("_row").is_between(start, start + rows - 1))
+                    frames[i] = (
+                        frames[i]
+                        .with_row_index("_row", offset=start)
+                        .join(mine.lazy(), on="_row", how="semi", maintain_order="left")
+                        .drop("_row")
+                    )
+                    start += rows
+
+        def finish(lf: pl.LazyFrame) -> pl.LazyFrame:
+            return lf.select(list(target)).with_columns(
+                pl.lit(self.partition, dtype=pl.String).alias(PARTITION_COLUMN),
+                pl.lit(self.ingested_at, dtype=INGESTED_AT_DTYPE).alias(INGESTED_AT_COLUMN),
+            )
+
+        # The preview: the first rows, from the first parts only.
+        head: list[pl.DataFrame] = []
+        for frame in frames:
+            head.append(frame.head(PREVIEW_ROWS).collect())
+            if sum(h.height for h in head) >= PREVIEW_ROWS:
+                break
+        columns = pl.DataFrame(schema=target)  # a column first seen in a later part is null
+        preview = finish(pl.concat([columns, *head], how="diagonal").lazy()).head(PREVIEW_ROWS)
         widened = [{"column": c, "from": a, "to": b} for c, a, b in self._widened]
         return NormalizedTable(
-            df=lf.head(PREVIEW_ROWS).collect(),
+            df=preview.collect(),
             fetched=self._fetched,
             records=received - duplicates,
             duplicates=duplicates,
             widened=widened,
             null_keys=null_keys,
-            lazy=lf,
+            lazy=finish(pl.concat(frames, how="diagonal")),
             spill_dir=self._spill_dir,
         )
 
