@@ -14,18 +14,16 @@ from api_assets.defs.automation import (
     source_job,
     source_schedule,
 )
+from api_assets.defs.executor import api_assets_executor
 from api_assets.defs.partitions import partitions_def_for
 from api_assets.defs.resources import ApiSource, DataStore
 from api_assets.errors import SourcesError
 from api_assets.layout import ensure_dagster_home, sources_path
 from api_assets.sources import SourceConfig, load_sources
 
-# Steps run in their own processes (parallel endpoints), forked from a server that has already
-# imported Dagster, Polars and this package: a step starts in a fraction of a second instead of
-# paying a fresh interpreter's imports and a definitions reload.
-EXECUTOR = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["api_assets.defs.assets"]}}}
-)
+# One-step runs (one endpoint) run in the run's process; several steps run in parallel processes
+# forked from a server that preloaded the engine (see defs/executor.py).
+EXECUTOR = api_assets_executor
 
 
 class SourcesFileError(Exception):

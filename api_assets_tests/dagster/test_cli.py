@@ -60,6 +60,8 @@ def test_a_group_materializes_todays_partition(cli_project: Project) -> None:
     proc = materialize(project, "--select", "group:shop", "--partition", today)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "RUN_SUCCESS" in proc.stderr
+    # two endpoints, two steps: each in its own process (defs/executor.py)
+    assert "Executing steps using multiprocess executor" in proc.stderr
     server = project.server
     orders = project.table("shop", "orders", today)
     assert sorted(orders["id"].to_list()) == server.truth("orders")["ids"]
@@ -87,6 +89,9 @@ def test_a_partition_range_writes_each_window_on_its_own(cli_project: Project) -
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "RUN_SUCCESS" in proc.stderr
+    # one endpoint, one step: it runs in the run's process, no step process to start
+    assert "Executing steps in process" in proc.stderr
+    assert "multiprocess executor" not in proc.stderr
     files = sorted(p.name for p in project.layout.table_dir("evt", "events").iterdir())
     assert files == [f"{k}.parquet" for k in keys]
     for key in keys:
@@ -110,3 +115,14 @@ def test_a_partition_range_writes_each_window_on_its_own(cli_project: Project) -
     # the windows do not overlap: the three partitions read as one table without duplicates
     union = pl.concat([project.table("evt", "events", k) for k in keys], how="diagonal_relaxed")
     assert union["id"].n_unique() == union.height
+
+
+def test_a_one_step_run_can_ask_for_its_own_step_process(cli_project: Project) -> None:
+    """`isolate_single_step: true` puts even a one-step run in a step process (forkserver)."""
+    isolate = '{"execution": {"config": {"multiprocess": {"isolate_single_step": true}}}}'
+    proc = materialize(
+        cli_project, "--select", "group:evt", "--partition", utc_day(-1), "--config-json", isolate
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Executing steps using multiprocess executor" in proc.stderr
+    assert cli_project.report("evt", "events", utc_day(-1))["status"] == "success"
