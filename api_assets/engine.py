@@ -42,7 +42,7 @@ from api_assets.normalize import (
 from api_assets.pages import FetchStats, Page
 from api_assets.paginators import lookup
 from api_assets.report import CheckOutcome, RunReport
-from api_assets.schema import SchemaBuilder, SchemaSnapshot
+from api_assets.schema import SchemaBuilder, SchemaSnapshot, page_tree
 from api_assets.sources import EndpointConfig, IncrementalConfig, SourceConfig
 
 log = logging.getLogger("api_assets")
@@ -216,11 +216,17 @@ def _pages(
 
 
 def _prepare(page: Page) -> None:
-    """In the fetching thread: the page's gzip member and sha256, and its DataFrame. Both mostly
-    release the GIL, so they overlap with other pages' fetching. On any error the consumer
-    redoes the work itself, where the error is reported."""
+    """In the fetching thread: the page's gzip member and sha256, its DataFrame and its field
+    tree. Compression and Polars' parsing release the GIL, so they overlap with other pages'
+    fetching; the consuming thread, which every page goes through one at a time, is left with
+    appending and merging. On any error the consumer redoes the work itself, where the error is
+    reported."""
     try:
-        page.prepared = (pack_body(page.body), page_table(page.records, page.parent))
+        page.prepared = (
+            pack_body(page.body),
+            page_table(page.records, page.parent),
+            page_tree(page.records),
+        )
     except Exception:  # RecursionError included: ingest reports it with the page's URL
         page.prepared = None
 
@@ -296,13 +302,13 @@ def ingest(
         lookback_dups = 0
         oldest: Any = None
         for page in _pages(client, endpoint, stats, params, parent_rows):
-            packed, frame = page.prepared or (None, None)
+            packed, frame, tree = page.prepared or (None, None, None)
             page.prepared = None
             writer.write(page, packed)
             records = page.records
             try:
                 builder.add(records, page.parent, frame=frame)
-                schema_builder.add(records)
+                schema_builder.add(records, tree=tree)
             except RecursionError:
                 raise FetchError(
                     f"source `{source.name}`, endpoint `{endpoint.name}`, {page.url}: page "

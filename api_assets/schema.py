@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import orjson
 from deepdiff import DeepDiff
@@ -256,6 +256,40 @@ def _emit(path: str, node: _Node, holders: int, out: dict[str, FieldSchema]) -> 
         _emit(f"{path}[]", items, 0, out)
 
 
+PageTree: TypeAlias = dict[str, _Node]
+
+
+def page_tree(records: list[dict[str, Any]]) -> PageTree:
+    """The field tree of one page on its own (for `SchemaBuilder.add(tree=)`). Pure: safe to call
+    from any thread, so that the walk runs where the page was fetched."""
+    root: PageTree = {}
+    if records:
+        _walk_objects(records, root)
+    return root
+
+
+def _merge(into: dict[str, _Node], tree: dict[str, _Node]) -> None:
+    for key, node in tree.items():
+        mine = into.get(key)
+        if mine is None:
+            into[key] = node
+            continue
+        _merge_node(mine, node)
+
+
+def _merge_node(mine: _Node, node: _Node) -> None:
+    counts = mine[0]
+    for kind, n in node[0].items():
+        counts[kind] = counts.get(kind, 0) + n
+    if node[1]:
+        _merge(mine[1], node[1])
+    if node[2] is not None:
+        if mine[2] is None:
+            mine[2] = node[2]
+        else:
+            _merge_node(mine[2], node[2])
+
+
 class SchemaBuilder:
     """Accumulate the structure of every record of one partition."""
 
@@ -263,9 +297,13 @@ class SchemaBuilder:
         self._root: dict[str, _Node] = {}
         self._records = 0
 
-    def add(self, records: list[dict[str, Any]]) -> None:
+    def add(self, records: list[dict[str, Any]], *, tree: "PageTree | None" = None) -> None:
+        """Count the fields of one page of records; `tree` is `page_tree(records)` when the
+        caller made it already (in a fetch thread, say)."""
         self._records += len(records)
-        if records:
+        if tree is not None:
+            _merge(self._root, tree)
+        elif records:
             _walk_objects(records, self._root)
 
     def finish(

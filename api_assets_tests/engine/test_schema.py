@@ -13,6 +13,7 @@ from api_assets.schema import (
     SchemaSnapshot,
     changes_markdown,
     diff,
+    page_tree,
     snapshot_of,
 )
 from api_assets_tests.engine.datafixtures import json_records, nested_record
@@ -79,6 +80,22 @@ def test_builder_matches_the_reference_walk(pages) -> None:
     records = [r for page in pages for r in page]
     assert snapshot.records == len(records)
     assert {p: f.to_dict() for p, f in snapshot.fields.items()} == reference(records)
+
+
+@settings(max_examples=80, deadline=None)
+@given(pages=st.lists(st.lists(json_records, max_size=6), max_size=4))
+def test_page_trees_merged_equal_the_walk(pages) -> None:
+    """The engine walks each page in its fetch thread (`page_tree`) and merges the trees: the
+    snapshot is the one a single walk gives."""
+    walked, merged = SchemaBuilder(), SchemaBuilder()
+    for page in pages:
+        walked.add(page)
+        merged.add(page, tree=page_tree(page))
+    a, b = (x.finish(S, E, "2026-11-28") for x in (walked, merged))
+    assert a.records == b.records
+    assert {p: f.to_dict() for p, f in a.fields.items()} == {
+        p: f.to_dict() for p, f in b.fields.items()
+    }
 
 
 def test_snapshot_paths_types_nullability_counts() -> None:
