@@ -207,7 +207,10 @@ _CACHES_LOCK = threading.Lock()
 
 
 def token_cache(*parts: str) -> TokenCache:
-    """The process-wide cache of the credential identified by `parts` (token URL, client, scopes)."""
+    """The process-wide cache of the credential identified by `parts` (token URL, client, scopes
+    and the secret itself: two sources that share a client id but not its secret must never share
+    a token, or a wrong secret would ride on the right one's token). Only a hash of the parts is
+    kept."""
     key = hashlib.sha256("\0".join(parts).encode()).hexdigest()
     with _CACHES_LOCK:
         cache = _CACHES.get(key)
@@ -795,7 +798,13 @@ def build_auth(
             auth.client_secret.get_secret_value(),
             auth.client_auth,
             token_url=auth.token_url,
-            cache=token_cache("client_credentials", auth.token_url, auth.client_id, *scopes),
+            cache=token_cache(
+                "client_credentials",
+                auth.token_url,
+                auth.client_id,
+                auth.client_secret.get_secret_value(),
+                *scopes,
+            ),
             refresh_margin_seconds=auth.refresh_margin_seconds,
             scopes=auth.scopes,
             label=f"oauth2_client_credentials@{httpx.URL(auth.token_url).host}",
@@ -810,7 +819,13 @@ def build_auth(
             auth.refresh_token.get_secret_value(),
             CredentialStore(credential_dir),
             token_url=auth.token_url,
-            cache=token_cache("refresh_token", auth.token_url, auth.client_id, *scopes),
+            cache=token_cache(
+                "refresh_token",
+                auth.token_url,
+                auth.client_id,
+                "" if auth.client_secret is None else auth.client_secret.get_secret_value(),
+                *scopes,
+            ),
             refresh_margin_seconds=auth.refresh_margin_seconds,
             scopes=auth.scopes,
             label=f"oauth2_refresh_token@{httpx.URL(auth.token_url).host}",
@@ -839,6 +854,7 @@ def build_auth(
                 auth.token_url,
                 str(claims.get("iss", "")),
                 str(claims.get("sub", "")),
+                key.get_secret_value(),
                 *sorted(auth.scopes),
             ),
             refresh_margin_seconds=auth.refresh_margin_seconds,

@@ -229,6 +229,22 @@ def test_invalid_client_is_an_auth_error_without_the_secret(oauth: tuple[OAuthSe
     assert server.api_calls == []
 
 
+def test_a_wrong_secret_never_rides_on_a_cached_token(oauth: tuple[OAuthServer, str]) -> None:
+    """Two sources with the same client id in one process (all steps of a run in process): the
+    one with the wrong secret is refused, not served the other one's cached token."""
+    server, url = oauth
+    good = build_auth(source(url, cc_auth(url)), redactor=Redactor())
+    bad = build_auth(
+        source(url, cc_auth(url, client_secret="wrong-secret-value-xyz"), name="other"),
+        redactor=Redactor(),
+    )
+    with client_for(good, url) as client:
+        assert client.get("/v1/data").status_code == 200
+    with client_for(bad, url) as client, pytest.raises(AuthError, match="invalid_client"):
+        client.get("/v1/data")
+    assert len(server.token_calls) == 2
+
+
 def test_token_endpoint_5xx_and_429_are_retried(oauth: tuple[OAuthServer, str]) -> None:
     server, url = oauth
     server.fail_token_with = [503, 429]
