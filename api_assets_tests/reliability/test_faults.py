@@ -85,8 +85,12 @@ CASES = [
     Case("200-error-body-persistent", "events", "error_body", {"persistent": True}, "loud",
          ("error body", "internal error: please try again")),
     # the API's pages cannot be trusted: refused, never silently loaded
-    Case("offset-drift", "products", "offset_drift", {}, "loud",
-         ("incomplete", "arrived on two pages"), mode="first"),
+    # Deletes before the offset: the stated total shrinks under the client, which is caught.
+    # Deletes balanced by inserts keep the total and are caught only when concurrent pages happen
+    # to be served out of order (a key on two pages): a timing accident, not a test (the strict
+    # xfails in engine/test_faults_http.py and dagster/test_checks.py document that gap).
+    Case("offset-drift", "products", "offset_drift", {"inserts": 0, "deletes": 1}, "loud",
+         ("incomplete",), mode="first"),
     Case("repeated-cursor", "orders", "repeated_cursor", {}, "loud", ("pagination loop",),
          names_where=False),
     Case("repeated-link", "events", "repeated_cursor", {}, "loud", ("pagination loop",),
