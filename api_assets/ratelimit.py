@@ -6,15 +6,30 @@ the theoretical arrival time: `acquire()` reserves the next start time under a l
 until then, so waiting threads are served in arrival order and the configured rate is never
 exceeded over any window (at most `burst + rate·window` starts). `observe()` reads what the
 server says about its budget (`X-RateLimit-*`, IETF `RateLimit-*` and the structured `RateLimit`
-header) and slows down *before* the budget is spent: when the remaining requests would run out
-before the reset at our rate, they are spread evenly over the time to the reset; at zero, or on a
-429, every caller pauses until the reset / `Retry-After`.
+header) and slows down *before* the budget is spent. The budget an answer shows is its
+`remaining` minus every request the server may have counted after it: those still on the wire
+and those answered after it went out.
+
+- A server that declares its window (`RateLimit-Policy: 50;w=1`, draft-08 `q=…;w=…`, or `;w=` in
+  a `RateLimit-Limit` value) is taken to give its quota back evenly, `q / w` per second — a token
+  bucket or a sliding window, whose reset is the time until it is *full* again, not until it has
+  a request's worth. The limiter then follows the server's bucket as its newest answer describes
+  it (a second GCRA: the budget now, `q / w` per second after): every request takes one of its
+  requests right before it goes out, so it never runs slower than the server refills nor faster
+  than it allows. The first 429 shows that assumption wrong for this limiter (a fixed window, or a
+  budget others spend too): from then on the server is treated as one that declares no window.
+- Otherwise `remaining` is all there is until the reset: when the budget runs low it is spread
+  evenly over the time to the reset; at zero every caller pauses until the reset.
+- On a 429, every caller pauses until `Retry-After` (or the reset). A pause also holds back the
+  requests that were already waiting for a start time inside it.
 
 With `shared_path`, the bucket state lives in a small file updated under `fcntl.flock`, so that
 several processes on one machine (parallel Dagster steps and runs of the same source) share one
-budget. The concurrency cap stays per process.
+budget. The concurrency cap, the requests on the wire and the picture of the server's bucket
+stay per process.
 
-The header parsers are pure functions: `parse_retry_after`, `parse_rate_limit`.
+The header parsers are pure functions: `parse_retry_after`, `parse_rate_limit`,
+`parse_refill_rate`.
 """
 
 import email.utils
@@ -159,6 +174,39 @@ def parse_rate_limit(headers: Mapping[str, str], now_epoch: float) -> RateLimitS
     return None
 
 
+_WINDOW = re.compile(r"(?:^|;)\s*w\s*=\s*\"?(\d+(?:\.\d+)?)", re.IGNORECASE)
+_QUOTA = re.compile(r"(?:^|;)\s*q\s*=\s*\"?(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def parse_refill_rate(headers: Mapping[str, str], limit: int | None = None) -> float | None:
+    """Requests per second the server's declared policy gives back: quota / window, from
+    `RateLimit-Policy` (`100;w=60`, draft-08 `"name";q=100;w=60`) or a `RateLimit-Limit` /
+    `X-RateLimit-Limit` value with policies (`100, 100;w=60`); the quota defaults to `limit`.
+    The lowest of several policies; None when no window is declared."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    best: float | None = None
+    for name in ("ratelimit-policy", "ratelimit-limit", "x-ratelimit-limit"):
+        value = lower.get(name)
+        if not value or "w" not in value.lower():
+            continue
+        for item in value.split(","):
+            window_m = _WINDOW.search(item)
+            if window_m is None:
+                continue
+            window = float(window_m.group(1))
+            quota_m = _QUOTA.search(item)
+            quota = float(quota_m.group(1)) if quota_m else _first_number(item)
+            if quota is None:
+                quota = None if limit is None else float(limit)
+            if quota is None or not window > 0 or not math.isfinite(quota / window):
+                continue
+            rate = quota / window
+            best = rate if best is None else min(best, rate)
+        if best is not None:
+            return best
+    return best
+
+
 # --- bucket state ----------------------------------------------------------------------------
 
 # tat: theoretical arrival time of the next request; pause_until: no start before this;
@@ -279,7 +327,21 @@ class RateLimiter:
             else None
         )
         self._permit = _Permit(self)
-        self.in_flight = 0
+        self._in_flight = 0  # requests on the wire
+        self._answered = 0  # requests answered (off the wire) so far
+        # .sent, then .answered: (`_answered` when this thread's request went out, whether it
+        # followed the server's bucket), for observe()
+        self._local = threading.local()
+        # the last pause this process announced: requests already given a start inside it wait
+        self._pause_seen = -math.inf
+        # The server's own bucket as its newest answer described it (a second GCRA: `budget`
+        # requests now, one more every `_server_interval` s, at most `capacity`), followed when
+        # the server declares its window; `_server_interval` 0: not followed. Per process.
+        self._server_tat = -math.inf
+        self._server_tau = 0.0
+        self._server_interval = 0.0
+        # False once a 429 showed that a declared window does not refill evenly
+        self._trust_refill = True
 
     def __repr__(self) -> str:
         mode = f", shared={self.shared_path}" if self.shared_path else ""
@@ -287,6 +349,11 @@ class RateLimiter:
             f"RateLimiter({self.requests_per_second}/s, burst={self.burst}, "
             f"max_concurrency={self.max_concurrency}{mode})"
         )
+
+    @property
+    def in_flight(self) -> int:
+        """Requests on the wire (started, not yet answered) in this process."""
+        return self._in_flight
 
     # --- acquire -----------------------------------------------------------------------------
 
@@ -299,26 +366,67 @@ class RateLimiter:
         t0 = self._clock()
         self._slots.acquire()
         try:
-            with self._lock:
-                now = self._clock()
-                if self._shared is None:
-                    start = self._reserve(self._bucket, now)
-                else:
-                    start = self._shared.update(lambda b: self._reserve(b, now))
-            wait = start - now
-            if wait > 0:
-                self._sleep(wait)
-            with self._lock:
-                # only requests on the wire spend the server's budget, not those still waiting
-                self.in_flight += 1
+            while True:
+                with self._lock:
+                    now = self._clock()
+                    start = self._reserve_start(now)
+                wait = start - now
+                if wait > 0:
+                    self._sleep(wait)
+                with self._lock:
+                    # A pause announced while this request slept (the budget ran out, a 429)
+                    # covers it too: it asks for a new start, after the pause.
+                    if self._pause_seen > start:
+                        continue
+                    # Last, right before it goes out: one of the requests the server's bucket
+                    # holds, as its newest answer counted them (those on the wire took theirs).
+                    hold = self._take_server_token(self._clock())
+                    if hold <= 0:
+                        self._in_flight += 1
+                        sent = (self._answered, self._server_interval > 0.0)
+                        break
+                # Not yet: wait for the server, then ask our own bucket again (the start it
+                # granted goes back unused), so that our rate and burst hold at the real start.
+                self._give_back()
+                self._sleep(hold)
+            self._local.sent = sent
             return max(0.0, now - t0) + max(0.0, wait)
         except BaseException:
             self._slots.release()
             raise
 
+    def _reserve_start(self, now: float) -> float:
+        """Under the lock: reserve a start time in this process's or the shared bucket."""
+        if self._shared is None:
+            return self._reserve(self._bucket, now)
+        return self._shared.update(lambda b: self._reserve(b, now))
+
+    def _give_back(self) -> None:
+        """Return one reserved start that was not used (GCRA: one interval less debt)."""
+
+        def change(b: _Bucket) -> float:
+            b.tat -= self._interval
+            return 0.0
+
+        self._update(change)
+
+    def _take_server_token(self, now: float) -> float:
+        """Under the lock: 0 after taking one request of the server's bucket (when it is
+        followed), else the seconds until it holds one."""
+        if self._server_interval <= 0.0:
+            return 0.0
+        ready = self._server_tat - self._server_tau
+        if ready > now:
+            return ready - now
+        self._server_tat = max(self._server_tat, now) + self._server_interval
+        return 0.0
+
     def _exit(self) -> None:
+        local = self._local.__dict__
         with self._lock:
-            self.in_flight -= 1
+            self._in_flight -= 1
+            self._answered += 1
+            local["answered"] = local.pop("sent", None)
         self._slots.release()
 
     def _reserve(self, b: _Bucket, now: float) -> float:
@@ -339,6 +447,8 @@ class RateLimiter:
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         """Adjust to what a response says about the server's budget (call after every response)."""
+        # this thread's last request (None: observe() called without acquire())
+        sent: tuple[int, bool] | None = self._local.__dict__.pop("answered", None)
         if status != 429 and not _mentions_budget(headers):
             return  # the common case costs one scan of the header names
         state = parse_rate_limit(headers, time.time())
@@ -347,13 +457,33 @@ class RateLimiter:
             pause = parse_retry_after(retry_after, datetime.now(UTC)) if retry_after else None
             if pause is None and state is not None:
                 pause = state.reset_after_seconds
-            self._pause(DEFAULT_PAUSE_SECONDS if pause is None else pause)
+            if sent is None or sent[1]:
+                # Refused although it followed the server's bucket as announced: a fixed
+                # window, or a budget others spend too. Trust only `remaining` from now on.
+                with self._lock:
+                    self._trust_refill = False
+            self._pause(DEFAULT_PAUSE_SECONDS if pause is None else pause, forget_server=True)
             return
         if state is None or state.remaining is None:
             return
+        with self._lock:
+            # A request the server counted after this one is still on the wire, or was answered
+            # after this one went out (it reached the server later; one sent earlier can too,
+            # when its thread waited for the GIL): `remaining` may miss all of those.
+            uncounted = self._in_flight
+            if sent is not None:
+                uncounted += self._answered - sent[0] - 1  # not this one
+        budget = state.remaining - uncounted
         reset = state.reset_after_seconds
-        # requests already on their way spend the same budget
-        budget = state.remaining - self.in_flight
+        refill = parse_refill_rate(headers, state.limit) if self._trust_refill else None
+        if refill is not None and refill > 0:
+            # The budget comes back at `refill`/s (a token bucket, a sliding window): follow the
+            # server's bucket as this answer describes it, `budget` now and `refill`/s after —
+            # neither slower (its reset is when it is full again, not when it has a request's
+            # worth) nor faster.
+            capacity = max(state.limit or 0, state.remaining, 1)
+            self._follow_server(budget, refill, capacity)
+            return
         # Pace only when the budget runs low: a server that refills continuously (a token
         # bucket) announces a reset that is not a hard window end, and spreading a large
         # remaining budget over it would run below the configured rate for nothing.
@@ -372,10 +502,14 @@ class RateLimiter:
             else:
                 self._shared.update(change)
 
-    def _pause(self, seconds: float) -> None:
-        """Nobody starts for `seconds`; then requests resume at the rate, without a burst."""
+    def _pause(self, seconds: float, *, forget_server: bool = False) -> None:
+        """Nobody starts for `seconds`; then requests resume at the rate, without a burst.
+        `forget_server`: stop following the server's bucket (its refill was not what it said)."""
         seconds = min(max(0.0, seconds), self.max_pause_seconds)
         until = self._clock() + seconds
+        with self._lock:
+            if until > self._pause_seen:
+                self._pause_seen = until
 
         def change(b: _Bucket) -> float:
             if until > b.pause_until:
@@ -384,6 +518,21 @@ class RateLimiter:
             return 0.0
 
         self._update(change)
+        if forget_server:
+            with self._lock:
+                self._server_interval = 0.0
+
+    def _follow_server(self, budget: int, refill: float, capacity: int) -> None:
+        """From now on, start requests no faster than a bucket of `capacity` that holds `budget`
+        now and refills at `refill`/s allows (the server's, as its newest answer describes it:
+        a lower bound, since `budget` leaves out every request the answer may not count)."""
+        interval = 1.0 / refill
+        tau = (capacity - 1) * interval
+        with self._lock:
+            if not self._trust_refill:
+                return  # a 429 arrived meanwhile
+            self._server_tat = self._clock() + tau - (budget - 1) * interval
+            self._server_tau, self._server_interval = tau, interval
 
     def _pace(self, interval: float, seconds: float) -> None:
         """Space requests `interval` apart for `seconds` (or stop pacing if our rate is slower)."""

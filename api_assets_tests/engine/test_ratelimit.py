@@ -3,6 +3,7 @@ concurrency cap, and the process-shared bucket. Counts and injected clocks, neve
 
 import itertools
 import json
+import math
 import multiprocessing
 import threading
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from api_assets.ratelimit import (
     clear_limiters,
     get_limiter,
     parse_rate_limit,
+    parse_refill_rate,
     parse_retry_after,
     reset_to_seconds,
 )
@@ -202,6 +204,261 @@ def test_structured_ratelimit_header_and_epoch_reset() -> None:
         assert waited == pytest.approx(8.0)
 
 
+# --- a server that declares its window: follow its bucket ---------------------------------
+
+
+def policy(remaining: int, limit: int = 10, window: int = 1, reset: int = 1) -> dict[str, str]:
+    """Headers of a token-bucket server that declares `limit` per `window` seconds."""
+    return {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(reset),
+        "RateLimit-Policy": f"{limit};w={window}",
+    }
+
+
+def test_spent_budget_that_refills_waits_one_request_not_the_reset() -> None:
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(10, 5, 4, clock=clock, sleep=clock.sleep)
+    # a token bucket of 10/s: its reset (1 s) is when it is full again, not when it has one
+    limiter.observe(200, policy(remaining=0, reset=1))
+    starts = []
+    for _ in range(3):
+        with limiter.acquire():
+            starts.append(clock())
+    assert starts == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_low_budget_that_refills_runs_at_the_refill_rate() -> None:
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(10, 5, 4, clock=clock, sleep=clock.sleep)
+    # 4 left, 10/s back: no spreading of the 4 over the reset as if nothing came back
+    limiter.observe(200, policy(remaining=4, reset=1))
+    starts = []
+    for _ in range(8):
+        with limiter.acquire():
+            starts.append(clock())
+    assert starts == pytest.approx([0.0] * 4 + [0.1, 0.2, 0.3, 0.4])
+
+
+def test_a_declared_rate_below_the_configured_one_is_followed() -> None:
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(10, 5, 4, clock=clock, sleep=clock.sleep)
+    limiter.observe(200, policy(remaining=2, limit=2, window=1))  # the server allows 2/s
+    starts = []
+    for _ in range(5):
+        with limiter.acquire():
+            starts.append(clock())
+    assert starts == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.5])
+    assert_rate(starts, 10, 5)  # ... and ours still holds
+
+
+def test_requests_on_the_wire_are_not_in_remaining() -> None:
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(10, 5, 4, clock=clock, sleep=clock.sleep)
+    with limiter.acquire():
+        # one request is out: the server's 1 left may be the one it is about to take
+        limiter.observe(200, policy(remaining=1))
+        with limiter.acquire():
+            assert clock() == pytest.approx(0.1)
+
+
+def test_requests_answered_after_it_went_out_may_be_missing_from_remaining() -> None:
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(10, 5, 4, clock=clock, sleep=clock.sleep)
+    a_out, b_done = threading.Event(), threading.Event()
+
+    def first() -> None:  # goes out first, is answered last: the server counted b after it
+        with limiter.acquire():
+            a_out.set()
+            assert b_done.wait(10)
+        limiter.observe(200, policy(remaining=1))
+
+    def second() -> None:
+        assert a_out.wait(10)
+        with limiter.acquire():
+            pass
+        b_done.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with limiter.acquire():
+        assert clock() == pytest.approx(0.1)  # 1 left minus b: none now, one 0.1 s later
+
+
+def test_a_429_despite_following_the_refill_falls_back_to_remaining_only() -> None:
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(10, 5, 4, clock=clock, sleep=clock.sleep)
+    with limiter.acquire():
+        pass
+    limiter.observe(200, policy(remaining=1, reset=1))
+    with limiter.acquire():  # followed the server's bucket (a fixed window in disguise) ...
+        pass
+    limiter.observe(429, {**policy(remaining=0, reset=2), "Retry-After": "2"})
+    with limiter.acquire():
+        assert clock() == pytest.approx(2.0)
+    # ... so its window is no longer trusted to refill: at zero, everyone waits for the reset
+    limiter.observe(200, policy(remaining=0, reset=1))
+    with limiter.acquire():
+        assert clock() == pytest.approx(3.0)
+
+
+def test_a_429_before_any_budget_was_seen_keeps_following_the_refill() -> None:
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(10, 5, 4, clock=clock, sleep=clock.sleep)
+    with limiter.acquire():  # sent blind: the configured burst was more than the server had
+        pass
+    limiter.observe(429, {**policy(remaining=0), "Retry-After": "1"})
+    with limiter.acquire():
+        assert clock() == pytest.approx(1.0)
+    limiter.observe(200, policy(remaining=0, reset=1))
+    with limiter.acquire():
+        assert clock() == pytest.approx(1.1)
+
+
+def test_a_pause_holds_requests_already_waiting_for_their_start() -> None:
+    clock = FakeClock(0.0)
+    observed = []
+
+    def sleep(seconds: float) -> None:
+        if not observed:  # a 429 arrives while this request sleeps until its start
+            clock.advance(0.5)
+            observed.append(True)
+            limiter.observe(429, {"Retry-After": "5"})
+            seconds -= 0.5
+        clock.sleep(seconds)
+
+    limiter = RateLimiter(1, 1, 2, clock=clock, sleep=sleep)
+    with limiter.acquire():
+        pass
+    with limiter.acquire():  # granted a start at 1.0, before the pause was known
+        assert clock() == pytest.approx(5.5)
+
+
+# --- simulated servers on the fake clock --------------------------------------------------------
+
+
+class TokenBucketServer:
+    """A token bucket like the benchmark's: `rate`/s, depth `burst`, demo-API headers."""
+
+    def __init__(self, clock: FakeClock, rate: float, burst: float, *, declare: bool = True):
+        self.clock, self.rate, self.burst, self.declare = clock, rate, burst, declare
+        self.tokens, self.at = burst, clock()
+        self.accepted: list[float] = []
+        self.refused = 0
+
+    def answer(self) -> tuple[int, dict[str, str]]:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        ok = self.tokens >= 1.0
+        if ok:
+            self.tokens -= 1.0
+            self.accepted.append(now)
+        else:
+            self.refused += 1
+        headers = {
+            "RateLimit-Limit": str(int(self.rate)),
+            "RateLimit-Remaining": str(int(self.tokens)),
+            "RateLimit-Reset": str(math.ceil((self.burst - self.tokens) / self.rate)),
+        }
+        if self.declare:
+            headers["RateLimit-Policy"] = f"{int(self.rate)};w=1"
+        if not ok:
+            headers["Retry-After"] = str(max(1, math.ceil((1.0 - self.tokens) / self.rate)))
+        return (200 if ok else 429), headers
+
+
+class FixedWindowServer(TokenBucketServer):
+    """`limit` per aligned window of `window` seconds; declares that window when `declare`."""
+
+    def __init__(self, clock: FakeClock, limit: int, window: float, *, declare: bool = True):
+        super().__init__(clock, limit / window, limit, declare=declare)
+        self.limit, self.window = limit, window
+        self.index, self.count = -1, 0
+
+    def answer(self) -> tuple[int, dict[str, str]]:
+        now = self.clock()
+        index = math.floor(now / self.window)
+        if index != self.index:
+            self.index, self.count = index, 0
+        ok = self.count < self.limit
+        if ok:
+            self.count += 1
+            self.accepted.append(now)
+        else:
+            self.refused += 1
+        left = (index + 1) * self.window - now
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.limit - self.count),
+            "RateLimit-Reset": str(math.ceil(left)),
+        }
+        if self.declare:
+            headers["RateLimit-Policy"] = f"{self.limit};w={self.window:g}"
+        if not ok:
+            headers["Retry-After"] = str(max(1, math.ceil(left)))
+        return (200 if ok else 429), headers
+
+
+def ask(server: TokenBucketServer, limiter: RateLimiter) -> None:
+    """One request: it reaches the server 0.5 ms after its start, the answer 0.5 ms later."""
+    with limiter.acquire():
+        server.clock.advance(0.0005)
+        status, headers = server.answer()
+        server.clock.advance(0.0005)
+    limiter.observe(status, headers)
+
+
+def run_against(server: TokenBucketServer, limiter: RateLimiter, requests: int) -> None:
+    while len(server.accepted) < requests:
+        ask(server, limiter)
+
+
+def sustained(accepted: list[float], burst: int) -> float:
+    """The benchmark's measure: the rate from the burst-th accepted request to the last."""
+    return (len(accepted) - 1 - burst) / (accepted[-1] - accepted[burst])
+
+
+@pytest.mark.parametrize("concurrency", [4, 8])
+def test_configured_like_the_server_runs_at_its_rate_without_a_429(concurrency: int) -> None:
+    clock = FakeClock(0.0)
+    server = TokenBucketServer(clock, 50, 50)
+    limiter = RateLimiter(50, 50, concurrency, clock=clock, sleep=clock.sleep)
+    run_against(server, limiter, 300)
+    assert server.refused == 0
+    assert sustained(server.accepted, 50) >= 0.99 * 50
+    assert server.accepted[-1] == pytest.approx((300 - 50) / 50, abs=0.05)
+
+
+def test_a_server_slower_than_configured_is_followed_without_a_429() -> None:
+    clock = FakeClock(0.0)
+    server = TokenBucketServer(clock, 20, 5)
+    limiter = RateLimiter(50, 50, 4, clock=clock, sleep=clock.sleep)
+    run_against(server, limiter, 200)
+    assert server.refused == 0
+    assert sustained(server.accepted, 5) >= 0.99 * 20
+
+
+def test_a_fixed_window_that_declares_its_window_costs_one_429() -> None:
+    clock = FakeClock(0.0)
+    server = FixedWindowServer(clock, 50, 1.0)
+    limiter = RateLimiter(50, 50, 4, clock=clock, sleep=clock.sleep)
+    run_against(server, limiter, 300)
+    assert server.refused == 1  # then the window is no longer trusted to refill
+
+
+def test_a_fixed_window_that_declares_nothing_costs_no_429() -> None:
+    clock = FakeClock(0.0)
+    server = FixedWindowServer(clock, 50, 1.0, declare=False)
+    limiter = RateLimiter(50, 50, 4, clock=clock, sleep=clock.sleep)
+    run_against(server, limiter, 300)
+    assert server.refused == 0
+
+
 # --- parsers -------------------------------------------------------------------------------
 
 
@@ -281,6 +538,23 @@ def test_retry_after_unreadable(value: str) -> None:
 )
 def test_parse_rate_limit(headers: dict[str, str], expected: RateLimitState | None) -> None:
     assert parse_rate_limit(headers, NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"RateLimit-Policy": "50;w=1"}, 50.0),
+        ({"RateLimit-Policy": '"default";q=100;w=60'}, 100 / 60),
+        ({"ratelimit-limit": "100, 100;w=60"}, 100 / 60),
+        ({"RateLimit-Policy": "10;w=1, 1000;w=3600"}, 1000 / 3600),  # the tighter one
+        ({"RateLimit-Policy": '"burst";w=10'}, 2.0),  # no quota: the limit, 20
+        ({"RateLimit-Policy": "10;w=0"}, None),
+        ({"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "7"}, None),  # no window
+    ],
+)
+def test_parse_refill_rate(headers: dict[str, str], expected: float | None) -> None:
+    rate = parse_refill_rate(headers, 20)
+    assert rate == (None if expected is None else pytest.approx(expected))
 
 
 # --- registry and the process-shared bucket ------------------------------------------------
