@@ -352,9 +352,9 @@ class SourceClient:
         """Yield the pages of one series in order. Raises on loops, errors and bad bodies.
 
         `prepare(page)` runs in the thread that fetched the page, before it is yielded: the
-        consumer's per-page work that releases the GIL (compression, Polars parsing) then
-        overlaps with the fetching instead of queueing behind it. It must not raise: it records
-        what it made on `page.prepared`."""
+        consumer's per-page work then runs in as many threads as fetch (what releases the GIL,
+        compression and Polars parsing, overlaps with the fetching) instead of queueing in the one
+        consuming thread. It must not raise: it records what it made on `page.prepared`."""
         counts = _Locked(stats)
         paginator = make_paginator(endpoint.paginator)
         path = endpoint.path.format(**path_values) if path_values else endpoint.path
