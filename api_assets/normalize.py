@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import orjson
 import polars as pl
@@ -245,6 +245,7 @@ def _page_frame_slow(
 
 
 PageFrame: TypeAlias = tuple[pl.DataFrame, list[tuple[str, str, str]]]
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 
 def page_table(records: list[dict[str, Any]], parent: dict[str, Any] | None = None) -> PageFrame:
@@ -490,19 +491,25 @@ class TableBuilder:
             else:
                 df = df.unique(self.primary_key, keep="last", maintain_order=True)
             duplicates = received - df.height
-        df = df.with_columns(
-            pl.lit(self.partition, dtype=pl.String).alias(PARTITION_COLUMN),
-            pl.lit(self.ingested_at, dtype=INGESTED_AT_DTYPE).alias(INGESTED_AT_COLUMN),
-        )
-        widened = [{"column": c, "from": a, "to": b} for c, a, b in self._widened]
+        df = self._stamp(df)
         return NormalizedTable(
             df=df,
             fetched=self._fetched,
             records=df.height,
             duplicates=duplicates,
-            widened=widened,
+            widened=self._widened_list(),
             null_keys=null_keys,
         )
+
+    def _stamp(self, frame: FrameT) -> FrameT:
+        """`_partition` and `_ingested_at` added to a table (eager or lazy)."""
+        return frame.with_columns(
+            pl.lit(self.partition, dtype=pl.String).alias(PARTITION_COLUMN),
+            pl.lit(self.ingested_at, dtype=INGESTED_AT_DTYPE).alias(INGESTED_AT_COLUMN),
+        )
+
+    def _widened_list(self) -> list[dict[str, str]]:
+        return [{"column": c, "from": a, "to": b} for c, a, b in self._widened]
 
     def _finish_spilled(self) -> NormalizedTable:
         """The same table as `finish()`, streamed from the parts: only the key columns (and a
@@ -569,10 +576,7 @@ class TableBuilder:
                     start += rows
 
         def finish(lf: pl.LazyFrame) -> pl.LazyFrame:
-            return lf.select(list(target)).with_columns(
-                pl.lit(self.partition, dtype=pl.String).alias(PARTITION_COLUMN),
-                pl.lit(self.ingested_at, dtype=INGESTED_AT_DTYPE).alias(INGESTED_AT_COLUMN),
-            )
+            return self._stamp(lf.select(list(target)))
 
         # The preview: the first rows, from the first parts only.
         head: list[pl.DataFrame] = []
@@ -582,13 +586,12 @@ class TableBuilder:
                 break
         columns = pl.DataFrame(schema=target)  # a column first seen in a later part is null
         preview = finish(pl.concat([columns, *head], how="diagonal").lazy()).head(PREVIEW_ROWS)
-        widened = [{"column": c, "from": a, "to": b} for c, a, b in self._widened]
         return NormalizedTable(
             df=preview.collect(),
             fetched=self._fetched,
             records=received - duplicates,
             duplicates=duplicates,
-            widened=widened,
+            widened=self._widened_list(),
             null_keys=null_keys,
             lazy=finish(pl.concat(frames, how="diagonal")),
             spill_dir=self._spill_dir,
