@@ -8,8 +8,10 @@ paginated series; when the first page makes the page set known it fetches the re
 fans out one series per parent record.
 """
 
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -102,6 +104,74 @@ class _Locked:
         with self.lock:
             for name, n in counts.items():
                 setattr(self.stats, name, getattr(self.stats, name) + n)
+
+
+class InFlight:
+    """How many of a known set of requests to keep in flight: enough to hide the wait for the
+    network, and no more, up to `max_concurrency`.
+
+    Each request's wall time splits into CPU time (`time.thread_time`: building, parsing,
+    preparing the page) and the rest: waiting for the server, the network, the rate limiter and
+    the GIL. To keep the consuming thread busy, `ceil(wait / cpu) + 1` requests must be in flight,
+    where `cpu` is a page's CPU time in the fetching and the consuming thread (Little's law). The
+    wait is the smallest of the last `SAMPLES` requests: waits for the GIL grow with the number of
+    threads, so the minimum (some request always gets through without queueing) stays close to
+    what the server and the network take, where a mean would talk itself into more threads.
+
+    On a fast local API (a fraction of a millisecond per answer) that is 2, where a fixed 4 or 8
+    threads only fought over the GIL and the two cores (10 % slower at 100k records, measured in
+    `benchmarks/`); at 20 ms per answer it is `max_concurrency`. Recomputed after every page, so
+    an API that slows down gets more requests in flight within a few pages."""
+
+    SAMPLES = 16
+
+    def __init__(self, limit: int):
+        self.limit = max(1, limit)
+        self.size = self.limit  # until a page has been measured: the configured concurrency
+        self.peak = 1
+        self._waits: deque[float] = deque(maxlen=self.SAMPLES)
+        self._cpu: deque[float] = deque(maxlen=self.SAMPLES)
+        self._consumer: deque[float] = deque(maxlen=self.SAMPLES)
+        self._lock = threading.Lock()
+        self._running = 0
+
+    def timed(
+        self,
+        get: Callable[[PageRequest, int], tuple[Page, Response]],
+        req: PageRequest,
+        index: int,
+    ) -> tuple[Page, Response]:
+        """`get(req, index)`, its wall and CPU time recorded (in the thread that runs it)."""
+        with self._lock:
+            self._running += 1
+            self.peak = max(self.peak, self._running)
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return get(req, index)
+        finally:
+            cpu = time.thread_time() - cpu
+            wall = time.perf_counter() - wall
+            with self._lock:
+                self._running -= 1
+                self._waits.append(max(wall - cpu, 0.0))
+                self._cpu.append(cpu)
+                self._resize()
+
+    def consumed(self, cpu: float) -> None:
+        """The consuming thread's CPU time for one page (archive, table, schema)."""
+        with self._lock:
+            self._consumer.append(cpu)
+            self._resize()
+
+    def _resize(self) -> None:
+        if self.limit == 1 or not self._waits:
+            return
+        cpu = sum(self._cpu) / len(self._cpu)
+        if self._consumer:
+            cpu += sum(self._consumer) / len(self._consumer)
+        wait = min(self._waits)
+        want = math.ceil(wait / cpu) + 1 if cpu > 0 else self.limit
+        self.size = max(1, min(self.limit, want))
 
 
 class SourceClient:
@@ -410,9 +480,10 @@ class SourceClient:
                     f"count announced it"
                 )
 
+        window = InFlight(self.source.rate_limit.max_concurrency)
         req = paginator.first()
         seen_requests.add(req.fingerprint())
-        page, view = get(req, index)
+        page, view = window.timed(get, req, index)
         judge(page, None)
         yield page
         previous = page
@@ -423,7 +494,7 @@ class SourceClient:
                 keep = max(0, max_pages - (index + 1 - first_index))
                 planned = planned[:keep]
                 paginator.stop_reason = "max_pages"
-            for page in self._fetch_planned(planned, get, index + 1):
+            for page in self._fetch_planned(planned, get, index + 1, window):
                 judge(page, previous)
                 judge_announced(page)
                 yield page
@@ -506,6 +577,7 @@ class SourceClient:
             yield page
             previous = page
         stats.total_shrank = stats.total_shrank or total_shrank(stats.total_timeline)
+        stats.concurrency = max(stats.concurrency, window.peak)
         if (
             paginator.stop_reason == "empty_page"
             and stats.short_pages
@@ -546,28 +618,31 @@ class SourceClient:
         planned: list[PageRequest],
         get: Callable[[PageRequest, int], tuple[Page, Response]],
         first_index: int,
+        window: "InFlight",
     ) -> Iterator[Page]:
-        """Fetch known requests concurrently (bounded in flight) and yield pages in order."""
-        workers = max(1, self.source.rate_limit.max_concurrency)
+        """Fetch known requests concurrently and yield pages in order; `window` says how many to
+        keep in flight (at most `max_concurrency`) from what the pages so far cost."""
+        workers = window.limit
         if workers == 1 or len(planned) == 1:
             for i, req in enumerate(planned):
-                yield get(req, first_index + i)[0]
+                page = window.timed(get, req, first_index + i)[0]
+                started = time.thread_time()
+                yield page
+                window.consumed(time.thread_time() - started)
             return
-        window = workers * 2
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-assets-page") as pool:
-            futures: list[Future[tuple[Page, Response]]] = []
+            futures: deque[Future[tuple[Page, Response]]] = deque()
             it = iter(enumerate(planned))
             try:
-                for i, req in it:
-                    futures.append(pool.submit(get, req, first_index + i))
-                    if len(futures) >= window:
+                while True:
+                    while len(futures) < window.size and (nxt := next(it, None)) is not None:
+                        futures.append(pool.submit(window.timed, get, nxt[1], first_index + nxt[0]))
+                    if not futures:
                         break
-                while futures:
-                    page = futures.pop(0).result()[0]
-                    nxt = next(it, None)
-                    if nxt is not None:
-                        futures.append(pool.submit(get, nxt[1], first_index + nxt[0]))
+                    page = futures.popleft().result()[0]
+                    started = time.thread_time()
                     yield page
+                    window.consumed(time.thread_time() - started)
             finally:
                 for f in futures:
                     f.cancel()
@@ -591,6 +666,9 @@ class SourceClient:
 
         def one(values: dict[str, Any]) -> list[Page]:
             series = FetchStats()
+            with lock:
+                running[0] += 1
+                stats.concurrency = max(stats.concurrency, running[0])
             try:
                 pages = list(
                     self.fetch(
@@ -608,6 +686,9 @@ class SourceClient:
                 with lock:
                     stats.not_found.append(values)
                 pages = []
+            finally:
+                with lock:
+                    running[0] -= 1
             with lock:
                 for name in ("requests", "retries", "throttled", "pages", "fetched", "bytes"):
                     setattr(stats, name, getattr(stats, name) + getattr(series, name))
@@ -617,6 +698,7 @@ class SourceClient:
             return pages
 
         lock = threading.Lock()
+        running = [0]  # series being fetched right now
         workers = max(1, self.source.rate_limit.max_concurrency)
         index = 0
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-assets-child") as pool:

@@ -66,6 +66,7 @@ class FetchStats:
     pages: int = 0
     fetched: int = 0  # records received, duplicates included
     bytes: int = 0
+    concurrency: int = 0  # the most requests of one series that were in flight at once
     total_reported: int | None = None
     totals_seen: list[int] = field(default_factory=list)  # each distinct stated total, in order
     beyond_total: int = 0  # records found past the API's stated total or page count
@@ -90,6 +91,7 @@ class FetchStats:
             "pages": self.pages,
             "fetched": self.fetched,
             "bytes": self.bytes,
+            "concurrency": self.concurrency,
             "total_reported": self.total_reported,
             "totals_seen": list(self.totals_seen),
             "beyond_total": self.beyond_total,

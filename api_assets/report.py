@@ -113,6 +113,7 @@ class RunReport:
     kind: str | None = None  # snapshot | incremental | window
     stop_reason: str | None = None
     bytes: int = 0
+    concurrency: int = 0  # the most requests of one series in flight at once
     elapsed_s: float | None = None
     empty_pages: list[int] = field(default_factory=list)
     short_pages: list[int] = field(default_factory=list)
@@ -131,6 +132,7 @@ class RunReport:
         self.total_reported = stats.total_reported
         self.stop_reason = stats.stop_reason
         self.bytes = stats.bytes
+        self.concurrency = stats.concurrency
         self.empty_pages = list(stats.empty_pages)
         self.short_pages = list(stats.short_pages)
         self.not_found = len(stats.not_found)

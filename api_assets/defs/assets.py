@@ -378,6 +378,7 @@ def _fetch_metadata(ep: EndpointConfig, result: engine.IngestResult) -> dict[str
         "retries": stats.retries,
         "throttled": stats.throttled,
         "fetched": stats.fetched,
+        "concurrency": stats.concurrency,
     }
     if ep.incremental is not None:
         metadata["high_water_mark"] = dg.MetadataValue.text(str(result.watermark_after))

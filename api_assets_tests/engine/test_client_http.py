@@ -177,6 +177,9 @@ def test_known_page_set_fetched_concurrently_each_once_and_yielded_in_order(
         assert overlap == 1  # strictly one after the other
     else:
         assert overlap >= 2  # some pages really were in flight together
+    # 30 ms of waiting against about a millisecond of work per page: the in-flight window
+    # (`InFlight`) opens to the whole configured concurrency
+    assert stats.concurrency == max_concurrency
 
 
 # --- child fan-out ---------------------------------------------------------------------------
