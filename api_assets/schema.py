@@ -24,7 +24,8 @@ its appearance is a nullability change.
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import repeat
+from itertools import chain, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
@@ -189,8 +190,9 @@ def _walk_objects(objects: list[dict[str, Any]], children: dict[str, _Node]) -> 
     # all C-level iteration: (keys, value types) of each object
     kinds_of = map(tuple, map(map, repeat(type), map(dict.values, objects)))
     shapes = Counter(zip(map(tuple, objects), kinds_of, strict=True))
-    dict_keys: set[str] = set()
-    list_keys: set[str] = set()
+    # objects holding an object (a list) under each key, in this call
+    dict_keys: dict[str, int] = {}
+    list_keys: dict[str, int] = {}
     for (keys, kinds), n in shapes.items():
         for key, kind in zip(keys, kinds, strict=True):
             node = children.get(key)
@@ -199,15 +201,22 @@ def _walk_objects(objects: list[dict[str, Any]], children: dict[str, _Node]) -> 
             counts = node[0]
             counts[kind] = counts.get(kind, 0) + n
             if kind is dict:
-                dict_keys.add(key)
+                dict_keys[key] = dict_keys.get(key, 0) + n
             elif kind is list:
-                list_keys.add(key)
-    for key in dict_keys:
-        inner = [v for o in objects if type(v := o.get(key)) is dict and v]
+                list_keys[key] = list_keys.get(key, 0) + n
+    everyone = len(objects)
+    for key, n in dict_keys.items():
+        if n == everyone:  # the usual case: C-level gathering
+            inner = list(filter(None, map(itemgetter(key), objects)))
+        else:
+            inner = [v for o in objects if type(v := o.get(key)) is dict and v]
         if inner:
             _walk_objects(inner, children[key][1])
-    for key in list_keys:
-        items = [item for o in objects if type(v := o.get(key)) is list for item in v]
+    for key, n in list_keys.items():
+        if n == everyone:
+            items = list(chain.from_iterable(map(itemgetter(key), objects)))
+        else:
+            items = [item for o in objects if type(v := o.get(key)) is list for item in v]
         if items:
             _walk_items(items, children[key])
 
@@ -221,11 +230,17 @@ def _walk_items(items: list[Any], node: _Node) -> None:
     for kind, n in seen.items():
         counts[kind] = counts.get(kind, 0) + n
     if dict in seen:
-        inner = [i for i in items if type(i) is dict and i]
+        if seen[dict] == len(items):
+            inner = list(filter(None, items))
+        else:
+            inner = [i for i in items if type(i) is dict and i]
         if inner:
             _walk_objects(inner, item_node[1])
     if list in seen:
-        nested = [x for i in items if type(i) is list for x in i]
+        if seen[list] == len(items):
+            nested = list(chain.from_iterable(items))
+        else:
+            nested = [x for i in items if type(i) is list for x in i]
         if nested:
             _walk_items(nested, item_node)
 
