@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,8 +112,9 @@ class InFlight:
 
     Each request's wall time splits into CPU time (`time.thread_time`: building, parsing,
     preparing the page) and the rest: waiting for the server, the network, the rate limiter and
-    the GIL. To keep the consuming thread busy, `ceil(wait / cpu) + 1` requests must be in flight,
-    where `cpu` is a page's CPU time in the fetching and the consuming thread (Little's law). The
+    the GIL. To keep the pipeline busy, `ceil(wait / serial) + 1` requests must be in flight
+    (Little's law), where `serial` is the part of a page's CPU time (fetching and consuming
+    thread) that holds the GIL, taken as half: compression and Polars' parsing release it. The
     wait is the smallest of the last `SAMPLES` requests: waits for the GIL grow with the number of
     threads, so the minimum (some request always gets through without queueing) stays close to
     what the server and the network take, where a mean would talk itself into more threads.
@@ -170,7 +171,10 @@ class InFlight:
         if self._consumer:
             cpu += sum(self._consumer) / len(self._consumer)
         wait = min(self._waits)
-        want = math.ceil(wait / cpu) + 1 if cpu > 0 else self.limit
+        # Half of a page's CPU time (gzip, sha256, Polars' parsing) runs beside other pages'
+        # work with the GIL released: what the pages queue for is the other half.
+        serial = cpu / 2
+        want = math.ceil(wait / serial) + 1 if serial > 0 else self.limit
         self.size = max(1, min(self.limit, want))
 
 
@@ -630,16 +634,32 @@ class SourceClient:
                 yield page
                 window.consumed(time.thread_time() - started)
             return
+        # Pages come out in order, so a slow page holds up those behind it: the window counts
+        # requests still running, and as many again may wait, fetched, for the consumer (at the
+        # full window that is `2 * max_concurrency` pages, the fixed lookahead this replaced).
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-assets-page") as pool:
             futures: deque[Future[tuple[Page, Response]]] = deque()
             it = iter(enumerate(planned))
+
+            def top_up() -> None:
+                running = sum(1 for f in futures if not f.done())
+                while running < window.size and len(futures) < 2 * window.size:
+                    nxt = next(it, None)
+                    if nxt is None:
+                        return
+                    futures.append(pool.submit(window.timed, get, nxt[1], first_index + nxt[0]))
+                    running += 1
+
             try:
-                while True:
-                    while len(futures) < window.size and (nxt := next(it, None)) is not None:
-                        futures.append(pool.submit(window.timed, get, nxt[1], first_index + nxt[0]))
-                    if not futures:
-                        break
-                    page = futures.popleft().result()[0]
+                top_up()
+                while futures:
+                    head = futures[0]
+                    while not head.done():
+                        wait([f for f in futures if not f.done()], return_when=FIRST_COMPLETED)
+                        top_up()
+                    futures.popleft()
+                    page = head.result()[0]
+                    top_up()
                     started = time.thread_time()
                     yield page
                     window.consumed(time.thread_time() - started)
