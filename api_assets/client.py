@@ -158,6 +158,13 @@ class InFlight:
                 self._cpu.append(cpu)
                 self._resize()
 
+    def hand_over(self, page: Page) -> Iterator[Page]:
+        """Yield `page` to the consumer (`yield from`) and record the CPU time the consuming
+        thread spent on it before asking for the next."""
+        started = time.thread_time()
+        yield page
+        self.consumed(time.thread_time() - started)
+
     def consumed(self, cpu: float) -> None:
         """The consuming thread's CPU time for one page (archive, table, schema)."""
         with self._lock:
@@ -629,10 +636,7 @@ class SourceClient:
         workers = window.limit
         if workers == 1 or len(planned) == 1:
             for i, req in enumerate(planned):
-                page = window.timed(get, req, first_index + i)[0]
-                started = time.thread_time()
-                yield page
-                window.consumed(time.thread_time() - started)
+                yield from window.hand_over(window.timed(get, req, first_index + i)[0])
             return
         # Pages come out in order, so a slow page holds up those behind it: the window counts
         # requests still running, and as many again may wait, fetched, for the consumer (at the
@@ -660,9 +664,7 @@ class SourceClient:
                     futures.popleft()
                     page = head.result()[0]
                     top_up()
-                    started = time.thread_time()
-                    yield page
-                    window.consumed(time.thread_time() - started)
+                    yield from window.hand_over(page)
             finally:
                 for f in futures:
                     f.cancel()
@@ -684,11 +686,15 @@ class SourceClient:
         assert endpoint.parent is not None
         fail_on_404 = endpoint.parent.on_not_found == "fail"
 
+        lock = threading.Lock()
+        running = 0  # series being fetched right now
+
         def one(values: dict[str, Any]) -> list[Page]:
+            nonlocal running
             series = FetchStats()
             with lock:
-                running[0] += 1
-                stats.concurrency = max(stats.concurrency, running[0])
+                running += 1
+                stats.concurrency = max(stats.concurrency, running)
             try:
                 pages = list(
                     self.fetch(
@@ -708,7 +714,7 @@ class SourceClient:
                 pages = []
             finally:
                 with lock:
-                    running[0] -= 1
+                    running -= 1
             with lock:
                 for name in ("requests", "retries", "throttled", "pages", "fetched", "bytes"):
                     setattr(stats, name, getattr(stats, name) + getattr(series, name))
@@ -717,8 +723,6 @@ class SourceClient:
                 stats.stop_reason = _combine_stop(stats.stop_reason, series.stop_reason)
             return pages
 
-        lock = threading.Lock()
-        running = [0]  # series being fetched right now
         workers = max(1, self.source.rate_limit.max_concurrency)
         index = 0
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-assets-child") as pool:
