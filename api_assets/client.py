@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from api_assets.auth import build_auth
+from api_assets.decoding import BadEncoding, decode
 from api_assets.errors import ApiAssetsError, AuthError, FetchError, PaginationError
 from api_assets.pages import EVIDENCE_HEADERS, FetchStats, Page
 from api_assets.paginators import (
@@ -213,12 +214,12 @@ class SourceClient:
             headers={"User-Agent": USER_AGENT, **source.headers},
             timeout=source.timeout_seconds,
             auth=self.auth,
+            follow_redirects=False,
             limits=httpx.Limits(
                 max_connections=rl.max_concurrency + 2,
                 max_keepalive_connections=rl.max_concurrency + 2,
             ),
             transport=transport,
-            follow_redirects=False,
         )
 
     def close(self) -> None:
@@ -256,7 +257,7 @@ class SourceClient:
         def send() -> httpx.Response:
             with self.limiter.acquire():
                 counts.add(requests=1)
-                response = self._send_capped(endpoint, url, params)
+                response, parsed["encoding"] = self._send_capped(endpoint, url, params)
             if not self.auth.per_credential_budget:
                 # With key rotation the headers describe one key, not the source: the rotation
                 # flow parks exhausted keys itself.
@@ -317,6 +318,8 @@ class SourceClient:
             self._raise_for_status(endpoint, response)
 
         headers = {k: v for k in EVIDENCE_HEADERS if (v := response.headers.get(k)) is not None}
+        if parsed.get("encoding"):
+            headers["content-encoding"] = parsed["encoding"]
         links = {
             str(rel): str(link["url"])
             for rel, link in response.links.items()
@@ -355,35 +358,95 @@ class SourceClient:
 
     def _send_capped(
         self, endpoint: EndpointConfig, url: str, params: dict[str, Any] | None
-    ) -> httpx.Response:
-        """Send one request, reading at most `max_page_bytes` of body: a huge page fails cleanly
-        instead of exhausting memory (`PageTooLarge`, not retried)."""
-        cap = self.source.max_page_bytes
+    ) -> tuple[httpx.Response, str | None]:
+        """Send one request and read its body decoded once, with two caps: the bytes read off
+        the wire (`max_wire_page_bytes`) and the decoded size (`max_page_bytes`). Over either it
+        fails cleanly (`PageTooLarge`, not retried) instead of exhausting memory: decoding runs
+        in bounded steps, so a decompression bomb stops at the cap. Returns the response with
+        the decoded body (and no Content-Encoding left to undo) and the encoding it came in."""
+        cap, wire_cap = self.source.max_page_bytes, self.source.wire_page_bytes
         with self.http.stream(
             endpoint.method, url, params=params, headers=endpoint.headers or None
         ) as response:
+            encoding = response.headers.get("content-encoding")
             declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > cap:
-                raise PageTooLarge(self._too_large(endpoint, url, int(declared), cap))
+            if declared and declared.isdigit() and int(declared) > wire_cap:
+                raise PageTooLarge(
+                    self._too_large(endpoint, url, int(declared), wire_cap, encoding, wire=True)
+                )
+            if response.is_stream_consumed:
+                # a transport that hands over a body already read and decoded (MockTransport)
+                wire, encoding = iter([response.content]), None
+            else:
+                wire = self._wire(endpoint, url, response, wire_cap, encoding)
             chunks: list[bytes] = []
             size = 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > cap:
-                    raise PageTooLarge(self._too_large(endpoint, url, size, cap))
-                chunks.append(chunk)
-        return httpx.Response(
+            try:
+                for chunk in decode(wire, encoding):
+                    size += len(chunk)
+                    if size > cap:
+                        raise PageTooLarge(self._too_large(endpoint, url, size, cap, encoding))
+                    chunks.append(chunk)
+            except BadEncoding as exc:
+                # Retried like any broken body: a proxy or server that garbles one answer
+                # often gets the next one right.
+                raise RetryableBody(str(exc)) from None
+        headers = [
+            (k, v)
+            for k, v in response.headers.raw
+            if k.lower() not in (b"content-encoding", b"content-length")
+        ]
+        decoded = httpx.Response(
             response.status_code,
-            headers=response.headers,
+            headers=headers,
             content=b"".join(chunks),
             request=response.request,
         )
+        return decoded, encoding
 
-    def _too_large(self, endpoint: EndpointConfig, url: str, size: int, cap: int) -> str:
+    def _wire(
+        self,
+        endpoint: EndpointConfig,
+        url: str,
+        response: httpx.Response,
+        cap: int,
+        encoding: str | None,
+    ) -> Iterator[bytes]:
+        """The body's bytes as received, at most `cap` of them."""
+        size = 0
+        for chunk in response.iter_raw():
+            size += len(chunk)
+            if size > cap:
+                raise PageTooLarge(self._too_large(endpoint, url, size, cap, encoding, wire=True))
+            yield chunk
+
+    def _too_large(
+        self,
+        endpoint: EndpointConfig,
+        url: str,
+        size: int,
+        cap: int,
+        encoding: str | None = None,
+        *,
+        wire: bool = False,
+    ) -> str:
+        setting = "max_page_bytes"
+        if wire and encoding:
+            what, setting = (
+                f"the response as sent ({encoding}, before decoding)",
+                "max_wire_page_bytes",
+            )
+        elif wire:
+            what = "the response body"
+            if self.source.max_wire_page_bytes is not None:
+                setting = "max_wire_page_bytes"
+        elif encoding:
+            what = f"the response body, decoded from {encoding},"
+        else:
+            what = "the response body"
         return (
-            f"{self._where(endpoint, url)}: the response body is over {cap} bytes "
-            f"({size} read): refusing to load it whole; lower the page size (`limit`) or raise "
-            f"`max_page_bytes`"
+            f"{self._where(endpoint, url)}: {what} is over {cap} bytes ({size} read): refusing "
+            f"to load it whole; lower the page size (`limit`) or raise `{setting}`"
         )
 
     def _request_url(self, url: str, params: dict[str, Any] | None) -> str:

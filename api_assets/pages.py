@@ -24,6 +24,7 @@ EVIDENCE_HEADERS = (
     "x-total-count",
     "link",
     "content-type",
+    "content-encoding",  # how the body came over the wire (the archive keeps it decoded)
 )
 
 

@@ -611,6 +611,8 @@ class SourceConfig(Model):
     timeout_seconds: float = Field(default=30.0, gt=0)
     # the largest response body read whole; a bigger page fails cleanly instead of exhausting memory
     max_page_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # the most bytes read off the wire for one response, before decoding (default: max_page_bytes)
+    max_wire_page_bytes: int | None = Field(default=None, ge=1024)
     auth: AuthConfig = NoAuth()
     rate_limit: RateLimitConfig = RateLimitConfig()
     retry: RetryConfig = RetryConfig()
@@ -632,6 +634,11 @@ class SourceConfig(Model):
         if problem:
             raise _value_error(problem)
         return v
+
+    @property
+    def wire_page_bytes(self) -> int:
+        """The cap on one response's bytes as sent (compressed or not)."""
+        return self.max_wire_page_bytes or self.max_page_bytes
 
     def endpoint(self, name: str) -> EndpointConfig:
         """The endpoint called `name`; KeyError when there is none."""

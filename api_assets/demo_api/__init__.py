@@ -31,6 +31,8 @@ class DemoConfig:
     options...}` or a list of those, in force from the start (see `faults.py`).
     `rate_limit_rps` > 0 turns on per-credential token buckets of `rate_limit_burst` (default:
     the rate, at least 1). `retry_after_format` is `seconds` or `http_date`.
+    `compression` answers in the coding the client accepts (gzip first; br, zstd, deflate when
+    asked) for bodies of at least `compress_min_bytes`, as production APIs do.
     """
 
     seed: int = 42
@@ -47,6 +49,8 @@ class DemoConfig:
     faults: Any = None
     now: str | None = None
     request_log_size: int = 1_000_000
+    compression: bool = True  # answer in the coding the client accepts, as real APIs do
+    compress_min_bytes: int = 500  # bodies smaller than this go uncompressed
 
     @classmethod
     def small(cls, **overrides: Any) -> "DemoConfig":

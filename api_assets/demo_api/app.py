@@ -45,6 +45,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api_assets.demo_api.auth import DemoAuth, TokenError
+from api_assets.demo_api.compression import bomb, choose, compress
 from api_assets.demo_api.data import CHILD_COLLECTIONS, COLLECTIONS, Collection, Shop, parse_time
 from api_assets.demo_api.faults import (
     SCHEMA_FIELDS,
@@ -386,9 +387,37 @@ class DemoApp:
                     time.time() - started,
                 )
             )
+        body, headers = self._encode(request, body, headers, fx)
         if drop is not None:
             return _DroppedResponse(body, status, headers, media_type=JSON, mode=drop)
         return Response(body, status, headers, media_type=JSON)
+
+    def _encode(
+        self, request: Request, body: bytes, headers: dict[str, str], fx: Effects | None
+    ) -> tuple[bytes, dict[str, str]]:
+        """The body compressed in the coding the client accepts (see `compression.py`), or as
+        the `wrong_encoding` fault garbles it."""
+        if fx is not None and fx.bomb is not None:
+            coding, size = fx.bomb
+            return bomb(coding, size), {**headers, "Content-Encoding": coding}
+        if fx is not None and fx.wrong_encoding is not None:
+            coding, mode = fx.wrong_encoding
+            if mode == "garbled":
+                packed = bytearray(compress(body, coding))
+                for i in range(len(packed) // 3, len(packed) * 2 // 3):
+                    packed[i] ^= 0x5A
+                body = bytes(packed)
+            return body, {**headers, "Content-Encoding": coding, "Vary": "Accept-Encoding"}
+        if not self.config.compression or len(body) < self.config.compress_min_bytes:
+            return body, headers
+        coding = choose(request.headers.get("accept-encoding"))
+        if coding is None:
+            return body, headers
+        return compress(body, coding), {
+            **headers,
+            "Content-Encoding": coding,
+            "Vary": "Accept-Encoding",
+        }
 
     def _drift(self, name: str, before: list[Any], fx: Effects) -> None:
         """The offset_drift fault: delete records that sort before the client's offset and

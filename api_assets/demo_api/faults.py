@@ -51,6 +51,11 @@ Profiles and their own options (the `count` default in brackets):
   offset/page-number endpoint, delete `deletes` (default 1) records that sort before the requested
   offset and insert `inserts` (default 1) new ones, so offsets shift under the client.
 - `ignore_filter` [0]: the server ignores `updated_since`, `since` and `until`.
+- `wrong_encoding` [1]: the answer declares `Content-Encoding: encoding` (default `gzip`) that
+  does not hold: with `mode="plain"` (the default) the body is sent as it is, with
+  `mode="garbled"` it is compressed and then a third of its bytes are flipped.
+- `bomb` [1]: a decompression bomb: answer 200 with a body in `encoding` (default `gzip`; `br`,
+  `zstd`) that decodes to `size` bytes of zeros (default 1 GiB) from about a thousandth of that.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from typing import Any
 
 import orjson
 
+from api_assets.demo_api.compression import PREFERENCE
 from api_assets.demo_api.ratelimit import retry_after_value
 
 COMMON_OPTIONS = {"after": 0, "every": 1, "count": None, "persistent": False, "after_seconds": 0.0}
@@ -71,6 +77,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "slow": {"count": 1, "delay": 2.0},
     "drop": {"count": 1, "mode": "body"},
     "truncated_json": {"count": 1, "keep": 0.5},
+    "wrong_encoding": {"count": 1, "encoding": "gzip", "mode": "plain"},
+    "bomb": {"count": 1, "encoding": "gzip", "size": 1 << 30},
     "error_body": {"count": 1, "status": 200, "message": "internal error: please try again"},
     "empty_page": {"count": 1},
     "repeated_cursor": {"count": 0},
@@ -146,6 +154,8 @@ class Effects:
     total_delta: int = 0
     ignore_filter: bool = False
     drift: tuple[int, int] | None = None  # (inserts, deletes)
+    wrong_encoding: tuple[str, str] | None = None  # (declared coding, plain | garbled)
+    bomb: tuple[str, int] | None = None  # (coding, decoded size)
 
 
 def make_fault(profile: str, path: str | None = None, **options: Any) -> Fault:
@@ -170,6 +180,14 @@ def make_fault(profile: str, path: str | None = None, **options: Any) -> Fault:
         raise FaultError("`every` must be >= 1, `after` and `count` >= 0")
     if profile == "schema_change" and merged["change"] not in ("add", "remove", "retype"):
         raise FaultError("schema_change `change` is one of add, remove, retype")
+    if profile == "wrong_encoding" and (
+        merged["mode"] not in ("plain", "garbled") or merged["encoding"] not in PREFERENCE
+    ):
+        raise FaultError(
+            f"wrong_encoding `mode` is plain or garbled, `encoding` one of {', '.join(PREFERENCE)}"
+        )
+    if profile == "bomb" and merged["encoding"] not in ("gzip", "br", "zstd"):
+        raise FaultError("bomb `encoding` is one of gzip, br, zstd")
     if profile == "drop" and merged["mode"] not in ("body", "headers"):
         raise FaultError("drop `mode` is `body` or `headers`")
     return Fault(profile, path or "/v1", merged)
@@ -284,6 +302,10 @@ class FaultSet:
                 fx.drift = (int(o["inserts"]), int(o["deletes"]))
             elif p == "ignore_filter":
                 fx.ignore_filter = True
+            elif p == "wrong_encoding":
+                fx.wrong_encoding = (str(o["encoding"]), str(o["mode"]))
+            elif p == "bomb":
+                fx.bomb = (str(o["encoding"]), int(o["size"]))
         return fx
 
 
