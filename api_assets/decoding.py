@@ -13,6 +13,7 @@ encoding: servers that label plain JSON as gzip, or send a truncated stream, exi
 import io
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from typing import IO, cast
 
 import brotli
 import zstandard
@@ -70,7 +71,7 @@ def _zlib(wbits: int | None, coding: str) -> Decoder:
                 if d is None:
                     if not gzip and len(data) < 2:
                         break  # deflate: the first two bytes tell zlib-wrapped from raw
-                    d = zlib.decompressobj(wbits if gzip else _deflate_bits(data))
+                    d = zlib.decompressobj(wbits if wbits is not None else _deflate_bits(data))
                 out = d.decompress(data, STEP)
                 data = d.unconsumed_tail
                 if out:
@@ -145,7 +146,9 @@ def _zstd(chunks: Iterator[bytes]) -> Iterator[bytes]:
     # zstd's stream reader bounds each output (its decompressobj does not), but it ends quietly
     # on a truncated frame: that shows up as a body that is not JSON, retried the same way.
     source = _Chunks(chunks)
-    reader = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        cast(IO[bytes], source), read_across_frames=True
+    )
     while out := reader.read(STEP):
         yield out
 

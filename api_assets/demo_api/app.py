@@ -410,12 +410,12 @@ class DemoApp:
             return body, {**headers, "Content-Encoding": coding, "Vary": "Accept-Encoding"}
         if not self.config.compression or len(body) < self.config.compress_min_bytes:
             return body, headers
-        coding = choose(request.headers.get("accept-encoding"))
-        if coding is None:
+        accepted = choose(request.headers.get("accept-encoding"))
+        if accepted is None:
             return body, headers
-        return compress(body, coding), {
+        return compress(body, accepted), {
             **headers,
-            "Content-Encoding": coding,
+            "Content-Encoding": accepted,
             "Vary": "Accept-Encoding",
         }
 

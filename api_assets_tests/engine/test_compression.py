@@ -60,12 +60,8 @@ def test_every_coding_decodes_once_into_a_complete_table(
 ) -> None:
     source = accepting(coding, server.url, "products")
     layout = DataLayout(tmp_path / "data")
-    result = ingest(
-        source, the_endpoint(source), PARTITION, layout=layout, client=clients(source)
-    )
-    assert sorted(result.table.df["id"].to_list()) == truth_ids(
-        server, "products", status="active"
-    )
+    result = ingest(source, the_endpoint(source), PARTITION, layout=layout, client=clients(source))
+    assert sorted(result.table.df["id"].to_list()) == truth_ids(server, "products", status="active")
     assert result.stats.pages > 1
     pages = list(ArchiveReader(layout, "shop", "products", PARTITION).iter_pages())
     assert len(pages) == result.stats.pages
@@ -147,9 +143,7 @@ def test_one_answer_with_a_false_encoding_is_retried(
         client=clients(source),
     )
     assert result.stats.retries == 1
-    assert sorted(result.table.df["id"].to_list()) == truth_ids(
-        server, "products", status="active"
-    )
+    assert sorted(result.table.df["id"].to_list()) == truth_ids(server, "products", status="active")
 
 
 @pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
