@@ -6,6 +6,7 @@ The public Python surface; the Dagster definitions live in `api_assets.definitio
 from api_assets.errors import (
     ApiAssetsError,
     AuthError,
+    ConnectionSetupError,
     FetchError,
     IncompleteError,
     PaginationError,
@@ -31,6 +32,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "ApiAssetsError",
     "AuthError",
+    "ConnectionSetupError",
     "FetchError",
     "IncompleteError",
     "PaginationError",

@@ -20,6 +20,7 @@ source's `Redactor` before it is sent.
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -34,8 +35,9 @@ from typing import Any
 import httpx
 import jwt
 
+from api_assets.connection import client_options
 from api_assets.credentials import CredentialStore, credential_key
-from api_assets.errors import AuthError, FetchError
+from api_assets.errors import AuthError, ConnectionSetupError, FetchError
 from api_assets.ratelimit import header, parse_rate_limit, parse_retry_after
 from api_assets.redact import Redactor, secret_values
 from api_assets.retry import RetryPolicy
@@ -264,7 +266,7 @@ class TokenFlow(ApiAuth):
         redactor: Redactor,
         clock: Clock,
         sleep: Sleep,
-        transport: httpx.BaseTransport | None,
+        client_options: Callable[[], dict[str, Any]],
         timeout: float,
         **kw: Any,
     ):
@@ -277,7 +279,7 @@ class TokenFlow(ApiAuth):
         self._redactor = redactor
         self._clock = clock
         self._sleep = sleep
-        self._transport = transport
+        self._client_options = client_options  # the source's TLS, proxy and HTTP/2 settings
         self._timeout = timeout
         self._registered: Token | None = None
 
@@ -357,7 +359,7 @@ class TokenFlow(ApiAuth):
 
         def send() -> httpx.Response:
             client_auth = httpx.USE_CLIENT_DEFAULT if basic is None else httpx.BasicAuth(*basic)
-            with httpx.Client(transport=self._transport, timeout=self._timeout) as client:
+            with httpx.Client(timeout=self._timeout, **self._client_options()) as client:
                 return client.post(
                     self.token_url,
                     data=form,
@@ -370,6 +372,8 @@ class TokenFlow(ApiAuth):
         )
         try:
             response, _ = policy.call(send)
+        except ConnectionSetupError as exc:  # TLS or the proxy refused: waiting cannot help
+            raise AuthError(f"{where}: {self._redactor.text(str(exc))}") from None
         except FetchError as exc:
             raise AuthError(
                 f"{where} did not answer: {self._redactor.text(str(exc))}; "
@@ -731,8 +735,10 @@ def build_auth(
     clock: Clock = time.time,
     sleep: Sleep = time.sleep,
 ) -> ApiAuth:
-    """The auth flow of `source`. Token calls go through their own `httpx.Client` on
-    `transport` (default: the network); `clock` and `sleep` are injectable for tests."""
+    """The auth flow of `source`. Token calls go through their own `httpx.Client`, made as
+    every connection of the source is (`connection.client_options`: its TLS, proxy and HTTP/2
+    settings), on `transport` (default: the network); `clock` and `sleep` are injectable for
+    tests."""
     auth = source.auth
     for secret in secret_values(auth):
         redactor.add(secret)
@@ -747,7 +753,7 @@ def build_auth(
         "redactor": redactor,
         "clock": clock,
         "sleep": sleep,
-        "transport": transport,
+        "client_options": functools.partial(client_options, source, transport=transport),
         "timeout": source.timeout_seconds,
         "allowed_origins": origins,
     }

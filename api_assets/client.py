@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from api_assets.auth import build_auth
+from api_assets.connection import client_options
 from api_assets.decoding import BadEncoding, decode
 from api_assets.errors import ApiAssetsError, AuthError, FetchError, PaginationError
 from api_assets.pages import EVIDENCE_HEADERS, FetchStats, Page
@@ -215,11 +216,15 @@ class SourceClient:
             timeout=source.timeout_seconds,
             auth=self.auth,
             follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=rl.max_concurrency + 2,
-                max_keepalive_connections=rl.max_concurrency + 2,
+            # TLS (verify, client certificate), proxy and HTTP/2, as for the token requests
+            **client_options(
+                source,
+                transport=transport,
+                limits=httpx.Limits(
+                    max_connections=rl.max_concurrency + 2,
+                    max_keepalive_connections=rl.max_concurrency + 2,
+                ),
             ),
-            transport=transport,
         )
 
     def close(self) -> None:

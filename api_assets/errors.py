@@ -4,7 +4,8 @@
     ├── SourcesError            a sources file has mistakes (carries every problem found)
     ├── AuthError               the credential was refused or the token endpoint failed (not retried)
     ├── FetchError              a request failed for good (after retries), or a body was unusable
-    │   └── PaginationError     pagination cannot be trusted: a loop, no progress, a missing total
+    │   ├── PaginationError     pagination cannot be trusted: a loop, no progress, a missing total
+    │   └── ConnectionSetupError  TLS or the proxy refused the connection as configured (not retried)
     ├── IncompleteError         the evidence shows records missing or duplicated
     └── WebhookError            a webhook request was refused (carries the HTTP status)
 
@@ -52,6 +53,12 @@ class FetchError(ApiAssetsError):
         self.status = status
         self.url = url
         super().__init__(message)
+
+
+class ConnectionSetupError(FetchError):
+    """A connection cannot be made as the source configures it, and trying again cannot help:
+    the server's certificate could not be verified, the server refused the client certificate,
+    the proxy refused the credentials, or the `tls` files could not be loaded."""
 
 
 class PaginationError(FetchError):

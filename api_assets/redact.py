@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, SecretStr
 
@@ -125,13 +125,19 @@ class Redactor:
     @classmethod
     def for_source(cls, source: SourceConfig) -> "Redactor":
         """A redactor that already knows every secret of the source's config: the SecretStr
-        values of its auth and webhooks, plus static headers and endpoint params whose names
-        say they carry a credential."""
+        values of its auth, webhooks and `tls` (the client key's password), the password of its
+        `proxy` URL, plus static headers and endpoint params whose names say they carry a
+        credential."""
         redactor = cls()
         for value in secret_values(source.auth):
             redactor.add(value)
         if source.webhooks is not None:
             redactor.add(source.webhooks.secret)
+        for value in secret_values(source.tls):  # the client key's password
+            redactor.add(value)
+        if source.proxy is not None:
+            for secret in proxy_secrets(source.proxy.get_secret_value()):
+                redactor.add(secret)
         auth = source.auth
         name = getattr(auth, "name", None)
         location = getattr(auth, "location", None)
@@ -221,6 +227,35 @@ def secret_values(model: BaseModel) -> Iterable[SecretStr]:
             yield value
         elif isinstance(value, list):
             yield from (v for v in value if isinstance(v, SecretStr))
+
+
+def proxy_secrets(proxy_url: str) -> list[str]:
+    """The secret parts of a proxy URL: its password (as written and percent-decoded) and the
+    `Proxy-Authorization: Basic` credential made from it."""
+    try:
+        parts = urlsplit(proxy_url)
+    except ValueError:
+        return []
+    if not parts.password:
+        return []
+    user, password = unquote(parts.username or ""), unquote(parts.password)
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return [parts.password, password, basic]
+
+
+def shown_proxy(proxy_url: str) -> str:
+    """A proxy URL as it may appear in an error: its password masked, the rest kept (which proxy
+    and which user is what the reader needs)."""
+    try:
+        parts = urlsplit(proxy_url)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return MASK
+    if "@" not in parts.netloc:
+        return proxy_url
+    user = parts.username or ""
+    userinfo = f"{user}:{MASK}" if parts.password is not None else user
+    return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, ""))
 
 
 def _credential_part(value: str) -> str:

@@ -21,17 +21,19 @@ from typing import Any
 
 import httpx
 from tenacity import RetryCallState, RetryError, Retrying, stop_after_attempt
-from tenacity.retry import retry_base, retry_if_exception_type
+from tenacity.retry import retry_base, retry_if_exception
 from tenacity.wait import wait_base
 
-from api_assets.errors import FetchError
+from api_assets.connection import disconnect_hint, refusal
+from api_assets.errors import ConnectionSetupError, FetchError
 from api_assets.ratelimit import header, parse_rate_limit, parse_retry_after
 from api_assets.redact import Redactor
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 # Transport failures worth another try: timeouts, refused/reset connections, a connection the
-# server dropped mid-response. Not UnsupportedProtocol or LocalProtocolError (our own mistakes).
+# server dropped mid-response. Not UnsupportedProtocol or LocalProtocolError (our own mistakes),
+# nor a `connection.refusal` (a certificate not verified, a client certificate refused, a 407).
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     httpx.TimeoutException,
     httpx.NetworkError,
@@ -99,8 +101,9 @@ class retry_if_status(retry_base):
 
 
 def retry_if_transient_error() -> retry_base:
-    """Retry timeouts, connection errors and dropped connections."""
-    return retry_if_exception_type(TRANSIENT_ERRORS)
+    """Retry timeouts, connection errors and dropped connections, but not a refusal by TLS or
+    the proxy: the same certificate is refused again."""
+    return retry_if_exception(lambda exc: isinstance(exc, TRANSIENT_ERRORS) and not refusal(exc))
 
 
 class retry_body_once(retry_base):
@@ -237,6 +240,14 @@ class RetryPolicy:
             response = retrying(attempt)
         except RetryError as exc:
             raise self._exhausted(exc, attempts) from None
+        except httpx.TransportError as exc:
+            reason = refusal(exc)
+            if reason is None:
+                raise
+            url = self._url(None, exc)
+            raise ConnectionSetupError(
+                self._redactor.text(reason) + (f" ({url})" if url else ""), url=url
+            ) from None
         except RetryableBody as exc:
             if attempts < 2:
                 raise
@@ -281,8 +292,11 @@ class RetryPolicy:
             exc = last.exception()
             url = self._url(None, exc)
             what = self._redactor.text(f"{type(exc).__name__}: {exc}")
+            hint = disconnect_hint(exc) if exc is not None else None
             return RetriesExhausted(
-                f"gave up after {attempts} attempts: {what}" + (f" ({url})" if url else ""),
+                f"gave up after {attempts} attempts: {what}"
+                + (f" ({url})" if url else "")
+                + (f"; {hint}" if hint else ""),
                 url=url,
                 attempts=attempts,
             )

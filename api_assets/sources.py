@@ -601,6 +601,181 @@ class WebhooksConfig(Model):
         return []
 
 
+# --- connection: TLS and proxy ---------------------------------------------------------------
+
+_ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+# keys (below a source) whose value must be exactly one `${VAR}` in a sources file
+_ENVIRONMENT_ONLY: tuple[tuple[str, ...], ...] = (("tls", "client_key_password"),)
+_PROXY_SCHEMES = ("http", "https")
+
+
+def _check_file(value: str, what: str) -> str:
+    """A path to an existing, readable file (relative paths are taken from the current folder);
+    the message says what was expected, never the path's content."""
+    path = Path(value)
+    if not value or not path.exists():
+        raise _value_error(f"no such file; expected a path to {what}")
+    if not path.is_file():
+        raise _value_error(f"not a file; expected a path to {what}")
+    if not os.access(path, os.R_OK):
+        raise _value_error(f"the file cannot be read; expected a path to {what}")
+    return value
+
+
+class TlsConfig(Model):
+    """How the source's TLS connections are checked and which client certificate they present.
+
+    `verify`: true (the trusted CAs of httpx: certifi, or `SSL_CERT_FILE` / `SSL_CERT_DIR`), false
+    (no check at all: unsafe, anyone on the path can read and change the traffic) or the path of
+    a CA bundle (PEM) trusted instead, for an API whose certificate comes from a private CA.
+    `client_cert` (PEM, may hold the key too), `client_key` and `client_key_password`: mutual TLS.
+    """
+
+    verify: bool | str = True
+    client_cert: str | None = None
+    client_key: str | None = None
+    client_key_password: SecretStr | None = None  # a secret: `${VAR}` only, in a sources file
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _verify(cls, v: Any) -> Any:
+        # `${VERIFY:-true}` expands to a string: take the words true and false as they read
+        if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+            return v.strip().lower() == "true"
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str):
+            return _check_file(v, "a CA bundle (PEM)")
+        raise _value_error(f"expected true, false or the path of a CA bundle (PEM), got {_kind(v)}")
+
+    @field_validator("client_cert")
+    @classmethod
+    def _client_cert(cls, v: str | None) -> str | None:
+        return None if v is None else _check_file(v, "a client certificate (PEM)")
+
+    @field_validator("client_key")
+    @classmethod
+    def _client_key(cls, v: str | None) -> str | None:
+        return None if v is None else _check_file(v, "a private key (PEM)")
+
+    @classmethod
+    def _cross_checks(cls, obj: Any) -> list[Finding]:
+        findings: list[Finding] = []
+        if _get(obj, "client_cert") is None:
+            findings += [
+                ((key,), f"`{key}` needs `client_cert`, the certificate it belongs to")
+                for key in ("client_key", "client_key_password")
+                if _get(obj, key) is not None
+            ]
+        # The files exist: check that they are what they claim, so that a wrong CA bundle, key
+        # or password is a line of `api-assets validate`, not a failure of the first request.
+        return findings + _tls_file_problems(obj)
+
+    @property
+    def key_password(self) -> str | None:
+        """The client key's password, for `ssl.SSLContext.load_cert_chain` only."""
+        if self.client_key_password is None:
+            return None
+        return self.client_key_password.get_secret_value()
+
+
+def _readable(value: Any) -> str | None:
+    """`value` when it names a readable file (the field's own validator says what else it is)."""
+    if not isinstance(value, str) or not value:
+        return None
+    path = Path(value)
+    return value if path.is_file() and os.access(path, os.R_OK) else None
+
+
+def _tls_file_problems(obj: Any) -> list[Finding]:
+    """What is wrong with the CA bundle, the client certificate, its key and the key's password
+    of a `tls:` block (a model or its raw mapping). Messages never repeat a file's content or a
+    password."""
+    import ssl
+
+    findings: list[Finding] = []
+    verify = _get(obj, "verify")
+    word = isinstance(verify, str) and verify.strip().lower() in ("true", "false")
+    cafile = None if word else _readable(verify)
+    if cafile is not None:
+        try:
+            ssl.create_default_context(cafile=cafile)
+        except (OSError, ValueError):  # ssl.SSLError is an OSError
+            findings.append(
+                (
+                    ("verify",),
+                    "not a CA bundle: expected PEM certificates (-----BEGIN CERTIFICATE-----)",
+                )
+            )
+    cert, key = _readable(_get(obj, "client_cert")), _get(obj, "client_key")
+    password = _get(obj, "client_key_password")
+    if isinstance(password, SecretStr):
+        password = password.get_secret_value()
+    if cert is None or (key is not None and _readable(key) is None):
+        return findings
+    if password is not None and not isinstance(password, str):
+        return findings
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        # a callable, always: without one OpenSSL would prompt on the terminal for a password
+        context.load_cert_chain(cert, key, password=lambda: password or "")
+        return findings
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            where = "client_key" if key is not None else "client_cert"
+            return [*findings, ((where,), "the private key does not belong to `client_cert`")]
+    except OSError:
+        return [*findings, (("client_cert",), "the client certificate or key cannot be read")]
+    return [*findings, _client_files_problem(cert, key, password)]
+
+
+def _client_files_problem(cert: str, key: str | None, password: str | None) -> Finding:
+    """Which of the client certificate, its key and the password is wrong (they did not load)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        cert_bytes = Path(cert).read_bytes()
+        key_bytes = Path(key).read_bytes() if key is not None else cert_bytes
+    except OSError:
+        return (("client_cert",), "the client certificate or key cannot be read")
+    try:
+        x509.load_pem_x509_certificates(cert_bytes)
+    except ValueError:
+        return (
+            ("client_cert",),
+            "not a client certificate: expected PEM (-----BEGIN CERTIFICATE-----)",
+        )
+    where = "client_key" if key is not None else "client_cert"
+    try:
+        load_pem_private_key(key_bytes, password.encode() if password else None)
+    except TypeError:  # encrypted, and no password
+        return (
+            (where,),
+            "the private key is encrypted: give `client_key_password` (as ${VAR})",
+        )
+    except Exception as exc:  # ValueError, or UnsupportedAlgorithm for a key type OpenSSL lacks
+        if password and "decrypt" in str(exc).lower():
+            return (("client_key_password",), "this password does not decrypt the private key")
+        return ((where,), "no usable private key: expected PEM (-----BEGIN PRIVATE KEY-----)")
+    return ((where,), "the client certificate and its key could not be loaded together")
+
+
+def _check_proxy_url(value: str) -> str:
+    expected = (
+        "expected a proxy URL such as http://proxy.internal:3128 (http or https, optionally "
+        "with user:password)"
+    )
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise _value_error(expected) from None
+    if parts.scheme not in _PROXY_SCHEMES or not parts.hostname or re.search(r"\s", value):
+        raise _value_error(expected)
+    return value
+
+
 # --- sources ---------------------------------------------------------------------------------
 
 
@@ -621,6 +796,10 @@ class SourceConfig(Model):
     schema_drift: SchemaDriftConfig = SchemaDriftConfig()
     endpoints: list[EndpointConfig] = []
     webhooks: WebhooksConfig | None = None
+    # how every connection of the source (API and token endpoint) is made: see `connection.py`
+    tls: TlsConfig = TlsConfig()
+    proxy: SecretStr | None = None  # a URL that may hold a password: masked like a secret
+    http2: bool = False
 
     @field_validator("base_url")
     @classmethod
@@ -639,6 +818,13 @@ class SourceConfig(Model):
     def wire_page_bytes(self) -> int:
         """The cap on one response's bytes as sent (compressed or not)."""
         return self.max_wire_page_bytes or self.max_page_bytes
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            _check_proxy_url(v.get_secret_value())
+        return v
 
     def endpoint(self, name: str) -> EndpointConfig:
         """The endpoint called `name`; KeyError when there is none."""
@@ -1111,6 +1297,8 @@ class _Checker:
                 "shape",
             )
             return
+        for i, item in enumerate(items):
+            self.from_environment(item, ("sources", i))
         data["sources"] = self.expand(items, ("sources",))
         for i, item in enumerate(items):
             self.shape(item, SourceConfig, ("sources", i), None)
@@ -1119,6 +1307,22 @@ class _Checker:
                 doc.sources.append(SourceConfig.model_validate(item))
             except ValidationError as err:
                 self.model_issues(err, item, ("sources", i))
+
+    def from_environment(self, source: Any, path: KeyPath) -> None:
+        """Secrets that a sources file may only name: `${VAR}`, never the value itself."""
+        for keys in _ENVIRONMENT_ONLY:
+            node = source
+            for key in keys:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, str) and not _ENV_REFERENCE.fullmatch(node):
+                where = (*path, *keys)
+                self.doc.issue(
+                    where,
+                    f"`{keys[-1]}` is a secret: write ${{VAR}} and set VAR in the environment, "
+                    "never the value itself (nor a default)",
+                    "shape",
+                )
+                self.doc.settled.add(where)
 
     def expand(self, value: Any, path: KeyPath) -> Any:
         if isinstance(value, dict):

@@ -7,6 +7,10 @@ which keeps the server off the caller's GIL (benchmarks). Either way the admin h
 (`set_faults`, `truth`, `requests`, `mutate`, ...) go through the admin HTTP routes, so all state
 changes happen on the server's own event loop.
 
+`DemoServer(..., ssl_certfile=, ssl_keyfile=)` serves HTTPS instead (thread mode), and with
+`ssl_ca_certs=` and `ssl_cert_reqs=ssl.CERT_REQUIRED` asks every client for a certificate signed
+by that CA (mutual TLS); `admin_ssl` is then the SSL context the admin helpers connect with.
+
 `main(args)` is `api-assets demo-api`: it serves in the foreground until SIGINT or SIGTERM.
 """
 
@@ -17,6 +21,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -50,7 +55,8 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
-def uvicorn_server(app: Any, *, quiet: bool = True) -> uvicorn.Server:
+def uvicorn_server(app: Any, *, quiet: bool = True, **tls: Any) -> uvicorn.Server:
+    """A uvicorn server for `app`; `tls` are uvicorn's `ssl_*` options (HTTPS when given)."""
     config = uvicorn.Config(
         app,
         log_config=None,  # leave the host process's logging alone
@@ -60,6 +66,7 @@ def uvicorn_server(app: Any, *, quiet: bool = True) -> uvicorn.Server:
         timeout_graceful_shutdown=1,
         timeout_keep_alive=30,
         backlog=2048,
+        **tls,
     )
     return uvicorn.Server(config)
 
@@ -74,11 +81,27 @@ class DemoServer:
         host: str = "127.0.0.1",
         port: int = 0,
         process: bool = False,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_ca_certs: str | None = None,
+        ssl_cert_reqs: int = ssl.CERT_NONE,
+        admin_ssl: ssl.SSLContext | None = None,
         **overrides: Any,
     ):
         config = config or DemoConfig()
         self.config = replace(config, **overrides) if overrides else config
         self.host, self.port, self.process = host, port, process
+        self.tls: dict[str, Any] = {}
+        if ssl_certfile is not None:
+            if process:
+                raise ValueError("the demo API serves HTTPS in thread mode only")
+            self.tls = {
+                "ssl_certfile": ssl_certfile,
+                "ssl_keyfile": ssl_keyfile,
+                "ssl_ca_certs": ssl_ca_certs,
+                "ssl_cert_reqs": ssl_cert_reqs,
+            }
+        self._admin_ssl = admin_ssl
         self.url = ""
         self.app: DemoApp | None = None  # thread mode only: the live app, for inspection
         self._server: uvicorn.Server | None = None
@@ -100,7 +123,7 @@ class DemoServer:
         sock = bind_socket(self.host, self.port)
         self.port = sock.getsockname()[1]
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self.url = f"http://{host}:{self.port}"
+        self.url = f"{'https' if self.tls else 'http'}://{host}:{self.port}"
         try:
             if self.process:
                 self._start_child(sock)
@@ -110,12 +133,14 @@ class DemoServer:
             sock.close()
             self.stop()
             raise
-        self._client = httpx.Client(base_url=self.url, timeout=60.0)
+        # the admin helpers trust the server they started (its certificate is the caller's)
+        verify: ssl.SSLContext | bool = self._admin_ssl or not self.tls
+        self._client = httpx.Client(base_url=self.url, timeout=60.0, verify=verify)
         return self
 
     def _start_thread(self, sock: socket.socket) -> None:
         self.app = DemoApp(self.config)
-        self._server = uvicorn_server(self.app)
+        self._server = uvicorn_server(self.app, **self.tls)
         self._thread = threading.Thread(
             target=self._server.run,
             kwargs={"sockets": [sock]},

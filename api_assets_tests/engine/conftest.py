@@ -1,5 +1,6 @@
 """Helpers for the end-to-end engine tests over real HTTP against the demo API
-(`test_client_http.py`, `test_engine_http.py`, `test_faults_http.py`, `test_auth_http.py`).
+(`test_client_http.py`, `test_engine_http.py`, `test_faults_http.py`, `test_auth_http.py`,
+`test_tls_proxy.py`).
 
 - `ENDPOINTS`: one endpoint per pagination style of the demo API, as sources-file dicts.
 - `make_source(url, *endpoints, ...)`: a validated `SourceConfig` on a demo server.

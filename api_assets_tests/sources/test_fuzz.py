@@ -25,6 +25,7 @@ SECRET_KEYS = [
     "refresh_token",
     "secret",
     "private_key",
+    "client_key_password",
 ]
 # every key of every model, so that random structures reach deep into validation
 KEYS = sorted(

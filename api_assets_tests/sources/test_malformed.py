@@ -405,6 +405,47 @@ sources:
             (14, "sources.shop.partitions.type", "expected 'daily', 'hourly' or 'none'"),
         ],
     ),
+    # --- connection: tls, proxy, http2 (bad file contents: test_tls.py) -----------------------
+    (
+        "tls-proxy-http2",
+        VALID
+        + """\
+    tls:
+      verify: /no/such/ca.pem
+      client_key: /no/such/client.key
+      clinet_cert: client.pem
+    proxy: socks5://user:pw@127.0.0.1:1080
+    http2: maybe
+""",
+        [
+            (8, "sources.shop.tls.verify", "no such file; expected a path to a CA bundle (PEM)"),
+            (9, "sources.shop.tls.client_key", "no such file; expected a path to a private key"),
+            (9, "sources.shop.tls.client_key", "`client_key` needs `client_cert`"),
+            (10, "sources.shop.tls.clinet_cert", "did you mean `client_cert`?"),
+            (11, "sources.shop.proxy", "expected a proxy URL such as http://proxy.internal:3128"),
+            (12, "sources.shop.http2", "expected true or false, got a string"),
+        ],
+    ),
+    (
+        "tls-verify-kind-and-a-literal-password",
+        VALID
+        + """\
+    tls:
+      verify: 3
+      client_cert: ./
+      client_key_password: hunter2
+""",
+        [
+            (8, "sources.shop.tls.verify", "expected true, false or the path of a CA bundle"),
+            (9, "sources.shop.tls.client_cert", "not a file; expected a path to a client"),
+            (10, "sources.shop.tls.client_key_password", "is a secret: write ${VAR}"),
+        ],
+    ),
+    (
+        "tls-not-a-mapping",
+        VALID + "    tls: /etc/ssl/ca.pem\n",
+        [(7, "sources.shop.tls", "expected a mapping, got a string")],
+    ),
 ]
 
 
