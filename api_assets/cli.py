@@ -1,4 +1,4 @@
-"""`api-assets`: the project's own command line (CONTRACT §2).
+"""`api-assets`: the project's own command line.
 
 Each subcommand imports its module lazily so that `api-assets validate` stays fast and never
 pays for Dagster's import.
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "validate":
-        from api_assets.sources import validate_command
+        from api_assets.config.validate import validate_command
 
         return validate_command(args.path)
     if args.command == "demo-api":

@@ -1,4 +1,4 @@
-"""The root: every source of `API_ASSETS_SOURCES` as Dagster definitions (CONTRACT §5).
+"""The root: every source of `API_ASSETS_SOURCES` as Dagster definitions.
 
 `defs` is what `dagster dev -w workspace.yaml` and `dagster asset materialize -m
 api_assets.definitions` load. A sources file with mistakes fails the load with every mistake
@@ -7,6 +7,8 @@ listed as `file:line: key.path: message`.
 
 import dagster as dg
 
+from api_assets.config.loader import load_sources
+from api_assets.config.models import SourceConfig
 from api_assets.defs.assets import build_endpoint_asset, resource_key
 from api_assets.defs.automation import (
     automation_sensor,
@@ -18,8 +20,7 @@ from api_assets.defs.executor import api_assets_executor
 from api_assets.defs.partitions import partitions_def_for
 from api_assets.defs.resources import ApiSource, DataStore
 from api_assets.errors import SourcesError
-from api_assets.layout import ensure_dagster_home, sources_path
-from api_assets.sources import SourceConfig, load_sources
+from api_assets.storage.layout import ensure_dagster_home, sources_path
 
 # One-step runs (one endpoint) run in the run's process; several steps run in parallel processes
 # forked from a server that preloaded the engine (see defs/executor.py).
@@ -46,7 +47,7 @@ def build_definitions(
         for endpoint in source.endpoints:
             assets.append(build_endpoint_asset(source, endpoint))
         if source.webhooks is not None:
-            from api_assets.webhooks.defs import build_webhook_defs
+            from api_assets.defs.webhooks import build_webhook_defs
 
             merged.append(build_webhook_defs(source, partitions_def_for(source)))
         jobs.append(source_job(source))

@@ -11,7 +11,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from api_assets.layout import PROJECT_ROOT, DataLayout, ensure_dagster_home
+from api_assets.storage.layout import PROJECT_ROOT, DataLayout, ensure_dagster_home
 
 DEMO_SOURCES = PROJECT_ROOT / "sources" / "demo.yaml"
 
@@ -19,10 +19,10 @@ DEMO_SOURCES = PROJECT_ROOT / "sources" / "demo.yaml"
 def run_demo(*, ui: bool = False, ui_port: int = 3000) -> int:
     import dagster as dg
 
+    from api_assets.config.loader import load_sources
     from api_assets.definitions import build_definitions
     from api_assets.demo_api import DemoConfig, DemoServer
-    from api_assets.report import RunReport
-    from api_assets.sources import load_sources
+    from api_assets.pipeline.report import RunReport
 
     home = ensure_dagster_home()
     os.environ.setdefault("API_ASSETS_SOURCES", str(DEMO_SOURCES))

@@ -4,7 +4,7 @@ interpreter start excluded) and `records` (rows read back from what it wrote).
 
 - `floor`: a bare httpx loop, `json.loads`, `pl.from_dicts`, one `write_parquet`;
 - `dlt`: dlt `rest_api` → filesystem destination (local folder), Parquet, default settings;
-- `engine`: `api_assets.engine.ingest` alone, from a sources YAML like the end-to-end one;
+- `engine`: `api_assets.pipeline.ingest.ingest` alone, from a sources YAML like the end-to-end one;
 - `e2e`: `dagster asset materialize` as a subprocess (see `e2e_command`); its wall time is
   measured by the caller, whole process start included.
 
@@ -137,11 +137,11 @@ def run_engine(
     url: str, records: int, out: Path, *, yaml_text: str | None = None
 ) -> dict[str, Any]:
     """One `ingest` of today's partition; `yaml_text` overrides the default sources file."""
-    from api_assets.client import SourceClient
-    from api_assets.engine import ingest
-    from api_assets.layout import DataLayout
-    from api_assets.ratelimit import clear_limiters
-    from api_assets.sources import load_sources
+    from api_assets.config.loader import load_sources
+    from api_assets.http.client import SourceClient
+    from api_assets.http.ratelimit import clear_limiters
+    from api_assets.pipeline.ingest import ingest
+    from api_assets.storage.layout import DataLayout
 
     path = out / "sources.yaml"
     path.write_text(yaml_text or sources_yaml(url, records))
@@ -167,11 +167,11 @@ def run_engine(
 
 def run_children(url: str, orders: list[int], out: Path, max_concurrency: int) -> dict[str, Any]:
     """The child fan-out of issue 9: `order_lines` of the demo API, one request per order."""
-    from api_assets.client import SourceClient
-    from api_assets.engine import ingest
-    from api_assets.layout import DataLayout
-    from api_assets.ratelimit import clear_limiters
-    from api_assets.sources import load_sources
+    from api_assets.config.loader import load_sources
+    from api_assets.http.client import SourceClient
+    from api_assets.http.ratelimit import clear_limiters
+    from api_assets.pipeline.ingest import ingest
+    from api_assets.storage.layout import DataLayout
 
     path = out / "sources.yaml"
     path.write_text(f"""\
@@ -239,7 +239,7 @@ def e2e_command(python: str) -> list[str]:
 
 
 def e2e_records(data_dir: Path) -> int:
-    from api_assets.layout import DataLayout
+    from api_assets.storage.layout import DataLayout
 
     return _parquet_rows([DataLayout(data_dir).table_path(SOURCE, ENDPOINT, today())])
 

@@ -167,7 +167,7 @@ def _event_times(home: Path) -> dict[str, float]:
 
 def import_seconds() -> dict[str, float]:
     out = {}
-    for module in ("dagster", "api_assets.engine", "api_assets.definitions"):
+    for module in ("dagster", "api_assets.pipeline.ingest", "api_assets.definitions"):
         code = (
             f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
         )

@@ -31,7 +31,7 @@ SOURCE = "bench"
 def _source_config(secret: str):  # type: ignore[no-untyped-def]
     from pydantic import SecretStr
 
-    from api_assets.sources import SourceConfig, WebhooksConfig
+    from api_assets.config.models import SourceConfig, WebhooksConfig
 
     return SourceConfig(
         name=SOURCE,
@@ -44,7 +44,7 @@ def serve(root: str, port: int, max_batch: int) -> None:
     """The receiver process (the secret comes from the environment, never argv or disk)."""
     import uvicorn
 
-    from api_assets.layout import DataLayout
+    from api_assets.storage.layout import DataLayout
     from api_assets.webhooks.receiver import create_app
 
     app = create_app(
@@ -103,7 +103,7 @@ async def _client(
 
 
 def run(seconds: float, clients: int, max_batch: int, parent: Path) -> dict[str, float]:
-    from api_assets.layout import DataLayout
+    from api_assets.storage.layout import DataLayout
     from api_assets.webhooks.landing import LandingReader
 
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()

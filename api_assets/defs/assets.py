@@ -1,5 +1,5 @@
-"""Per endpoint, one subsettable multi-asset step producing `S/raw/E`, `S/E` and `S/schema/E`
-(CONTRACT §5), with the checks `completeness`, `page_count_anomaly` and `schema_drift`.
+"""Per endpoint, one subsettable multi-asset step producing `S/raw/E`, `S/E` and `S/schema/E`,
+with the checks `completeness`, `page_count_anomaly` and `schema_drift`.
 
 One step per endpoint keeps process starts low; the three assets stay separately selectable:
 the table or the schema alone are rebuilt from the archive without a request (the schema is
@@ -21,15 +21,16 @@ import dagster as dg
 import polars as pl
 from dagster._utils.schedules import get_smallest_cron_interval
 
-from api_assets import checks as evidence
-from api_assets import engine
+from api_assets.config.models import EndpointConfig, SourceConfig
 from api_assets.defs.partitions import CURRENT, partitions_def_for, window_of
 from api_assets.defs.resources import ApiSource, DataStore
 from api_assets.errors import ApiAssetsError, IncompleteError, PaginationError
-from api_assets.layout import DataLayout
-from api_assets.report import CheckOutcome, RunReport
-from api_assets.schema import SchemaSnapshot
-from api_assets.sources import EndpointConfig, SourceConfig
+from api_assets.pipeline import checks as evidence
+from api_assets.pipeline import ingest as engine
+from api_assets.pipeline.checks import CheckOutcome
+from api_assets.pipeline.report import RunReport
+from api_assets.pipeline.schema import SchemaSnapshot
+from api_assets.storage.layout import DataLayout
 
 HISTORY = 7  # trailing materializations the page-count check compares with
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import dagster as dg
 
-from api_assets import engine
+from api_assets.config.models import SourceConfig
 from api_assets.defs.assets import raw_key, resource_key, schema_key, table_key
 from api_assets.defs.partitions import latest_complete_partition, partitions_def_for
 from api_assets.defs.resources import ApiSource, DataStore
-from api_assets.sources import SourceConfig
+from api_assets.pipeline import ingest as engine
 
 
 def job_name(source: str) -> str:

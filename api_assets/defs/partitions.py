@@ -1,10 +1,10 @@
-"""Partitions per source (CONTRACT §5): daily or hourly in UTC, today included, or none."""
+"""Partitions per source: daily or hourly in UTC, today included, or none."""
 
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from api_assets.sources import SourceConfig
+from api_assets.config.models import SourceConfig
 
 CURRENT = "current"
 

@@ -12,13 +12,14 @@ from pathlib import Path
 import dagster as dg
 from pydantic import PrivateAttr
 
-from api_assets.client import SourceClient
-from api_assets.layout import DataLayout, data_root
-from api_assets.sources import SourceConfig, load_sources
+from api_assets.config.loader import load_sources
+from api_assets.config.models import SourceConfig
+from api_assets.http.client import SourceClient
+from api_assets.storage.layout import DataLayout, data_root
 
 
 class DataStore(dg.ConfigurableResource):
-    """The data root of CONTRACT §6 (`API_ASSETS_DATA_DIR` when `data_dir` is unset)."""
+    """The data root (`API_ASSETS_DATA_DIR` when `data_dir` is unset)."""
 
     data_dir: str | None = None
 

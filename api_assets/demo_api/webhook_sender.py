@@ -1,7 +1,7 @@
 """The demo API's webhook sender: signed event deliveries, retried until a 2xx.
 
 `send_events(url, scheme, secret, events)` POSTs each event (a dict, sent as its JSON) signed
-with `api_assets.webhooks.signing.sign_headers` in one of the four schemes of CONTRACT §4, and
+with `api_assets.webhooks.signing.sign_headers` in one of the four schemes, and
 retries a delivery that fails (a non-2xx answer or a transport error) up to `retries` more
 times, re-signing it with a fresh timestamp each time. Each event needs an `id` (and, for the
 event-type headers, a `type`); the body of a stripe- or standard-style event is the event itself.
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
-from api_assets.sources import WebhooksConfig
+from api_assets.config.models import WebhooksConfig
 from api_assets.webhooks.signing import sign_headers
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Webhook ingestion: signed events in, durable landing, then Dagster materializes them.
 
-- `signing`: sign (sender) and verify (receiver) the four schemes of CONTRACT §4.
+- `signing`: sign (sender) and verify (receiver) the four schemes (github, stripe, standard, hmac).
 - `landing`: the append-only, self-checking, group-committed landing in `landing/S/`.
 - `receiver`: the ASGI app behind `api-assets webhooks serve`.
 - `defs`: the `S/webhook_events` asset and `S_webhook_sensor` (imports Dagster; not imported

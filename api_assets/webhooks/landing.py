@@ -1,4 +1,4 @@
-"""The webhook landing zone, `landing/S/` (CONTRACT §6): durable, idempotent, crash-safe.
+"""The webhook landing zone, `landing/S/`: durable, idempotent, crash-safe.
 
 On disk, a source's landing is a folder of append-only JSONL segments named by a sequence
 number (`000000000001.jsonl`, ...). One line is one event:
@@ -43,7 +43,7 @@ from typing import Literal, TypedDict
 import orjson
 
 from api_assets.errors import ApiAssetsError
-from api_assets.layout import DataLayout
+from api_assets.storage.layout import DataLayout
 
 log = logging.getLogger(__name__)
 

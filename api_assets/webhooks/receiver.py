@@ -1,4 +1,4 @@
-"""The webhook receiver: a small ASGI app serving `POST /webhooks/<source>` (CONTRACT §2, §4).
+"""The webhook receiver: a small ASGI app serving `POST /webhooks/<source>`.
 
 A request is answered, in this order:
 
@@ -34,9 +34,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api_assets.config.models import SourceConfig, WebhooksConfig
 from api_assets.errors import ApiAssetsError, WebhookError
-from api_assets.layout import DataLayout
-from api_assets.sources import SourceConfig, WebhooksConfig
+from api_assets.storage.layout import DataLayout
 from api_assets.webhooks.landing import DEFAULT_MAX_BATCH, LandingError, LandingWriter
 from api_assets.webhooks.signing import verify
 
@@ -155,7 +155,7 @@ def serve_command(args: argparse.Namespace) -> int:
     """`api-assets webhooks serve`: the receiver for every source that declares `webhooks:`."""
     import uvicorn
 
-    from api_assets.sources import load_sources
+    from api_assets.config.loader import load_sources
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -169,7 +169,7 @@ def serve_command(args: argparse.Namespace) -> int:
     with_webhooks = [s for s in sources if s.webhooks is not None]
     if not with_webhooks:
         print(
-            "no source declares `webhooks:`; add one (CONTRACT §4) or point --sources elsewhere",
+            "no source declares `webhooks:`; add one (see the README) or point --sources elsewhere",
             file=sys.stderr,
         )
         return 2

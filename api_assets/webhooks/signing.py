@@ -1,4 +1,4 @@
-"""Webhook signatures: how a sender signs an event and how the receiver verifies it (CONTRACT §4).
+"""Webhook signatures: how a sender signs an event and how the receiver verifies it.
 
 Four schemes, chosen by `webhooks.scheme` in the sources file:
 
@@ -30,8 +30,8 @@ from typing import Any
 
 import orjson
 
+from api_assets.config.models import WebhooksConfig
 from api_assets.errors import WebhookError
-from api_assets.sources import WebhooksConfig
 
 GITHUB_SIGNATURE = "X-Hub-Signature-256"
 GITHUB_DELIVERY = "X-GitHub-Delivery"

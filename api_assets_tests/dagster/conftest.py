@@ -21,9 +21,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from api_assets.config.loader import load_sources
 from api_assets.demo_api import DemoConfig, DemoServer
-from api_assets.layout import DataLayout
-from api_assets.sources import load_sources
+from api_assets.storage.layout import DataLayout
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAGSTER_BIN = str(Path(sys.executable).with_name("dagster"))
@@ -89,8 +89,17 @@ sources:
 
 
 def utc_day(offset_days: int = 0) -> str:
-    """A daily partition key relative to today (UTC)."""
+    """A daily partition key relative to today (UTC). Each call reads the clock: a test that
+    needs the same day twice computes it once (midnight may pass in between)."""
     return (datetime.now(UTC) + timedelta(days=offset_days)).strftime("%Y-%m-%d")
+
+
+def last_minute_of(key: str) -> str:
+    """`DemoConfig.now` that pins a demo server's clock to the last minute of the daily
+    partition `key`: that day's `events` window then holds a whole day of events (86 of
+    `SIZES`' 600, three pages of 40) at whatever hour the test runs. With the wall clock as its
+    anchor it would hold only the hours since midnight: a handful of events at 00:30."""
+    return f"{key}T23:59:00Z"
 
 
 def day_window(key: str) -> tuple[str, str]:

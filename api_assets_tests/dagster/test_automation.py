@@ -1,18 +1,44 @@
-"""Schedules, sensors and declarative automation (issue 5), evaluated the way the daemon does."""
+"""Schedules, sensors and declarative automation (issue 5), evaluated the way the daemon does.
+
+The sensor requests, and eager automation follows, the latest daily partition: today, by the
+clock at the moment Dagster evaluates. So that a test sees one "today" from start to end (and not
+two, across midnight), every test here runs at a fixed noon (time-machine, ticking), against a
+demo server started there."""
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
+import time_machine
 
-from api_assets.demo_api import DemoServer
+from api_assets.demo_api import DemoConfig, DemoServer
 
-from .conftest import SOURCES, Project, asset_keys, make_project, utc_day
+from .conftest import SIZES, SOURCES, Project, asset_keys, make_project, utc_day
 
 ORDERS = [("shop", "orders")]
+MIDDAY = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def midday() -> Iterator[None]:
+    """The clock at MIDDAY, ticking, for the whole test (fixtures included: autouse fixtures
+    start first), in every thread of this process."""
+    with time_machine.travel(MIDDAY, tick=True):
+        assert utc_day(0) == "2026-03-15"
+        yield
+
+
+@pytest.fixture
+def server(midday: None) -> Iterator[DemoServer]:
+    """A demo server of the test's own, started at MIDDAY: its data lie before the test's clock,
+    as the module's server (started at the real time) would not, and its mutations are stamped
+    with that clock."""
+    with DemoServer(DemoConfig(**SIZES)) as demo:
+        yield demo
 
 
 def tick(project: Project, instance: Any, cursor: str | None = None) -> Any:
@@ -152,13 +178,14 @@ def test_an_hourly_schedule_runs_the_last_complete_hour(
     assert sources != SOURCES
     defs = make_project(tmp_path, monkeypatch, server, sources).defs
     schedule = defs.resolve_schedule_def("shop_schedule")
+    at = datetime(2026, 11, 28, 13, 5, tzinfo=UTC)
     with dg.build_schedule_context(
-        instance=instance,
-        scheduled_execution_time=datetime(2026, 11, 28, 13, 5, tzinfo=UTC),
-        repository_def=defs.get_repository_def(),
+        instance=instance, scheduled_execution_time=at, repository_def=defs.get_repository_def()
     ) as context:
         [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-11-28-12:00"
     assets_def = defs.resolve_assets_def(dg.AssetKey(["shop", "raw", "orders"]))
     assert assets_def.partitions_def is not None
-    assert assets_def.partitions_def.has_partition_key(request.partition_key)
+    # the partition exists when the tick runs (which partitions exist depends on the clock)
+    with time_machine.travel(at, tick=False):
+        assert assets_def.partitions_def.has_partition_key(request.partition_key)

@@ -222,25 +222,27 @@ def test_page_count_anomaly_warns_on_a_drop_and_errors_on_zero(
     project: Project, instance: Any
 ) -> None:
     server = project.server
-    for days in (-4, -3):
-        result = project.run(instance, PRODUCTS, partition=utc_day(days))
+    # the keys once: read again after midnight, "yesterday" would name another partition
+    d4, d3, d2, d1 = (utc_day(days) for days in (-4, -3, -2, -1))
+    for key in (d4, d3):
+        result = project.run(instance, PRODUCTS, partition=key)
         anomaly = check_evaluations(result)[("shop/raw/products", "page_count_anomaly")]
         assert anomaly.passed, anomaly.description
     # a sudden drop: 300 → 40 records, 6 → 1 pages
     live = server.truth("products")["ids"]
     server.mutate("products", delete_ids=live[40:])
-    result = project.run(instance, PRODUCTS, partition=utc_day(-2))
+    result = project.run(instance, PRODUCTS, partition=d2)
     assert result.success  # WARN does not fail the run
     anomaly = check_evaluations(result)[("shop/raw/products", "page_count_anomaly")]
     assert not anomaly.passed and anomaly.severity == WARN
     assert "records 40 outside" in anomaly.description
     # zero records after a non-zero history
     server.mutate("products", delete_ids=live[:40])
-    result = project.run(instance, PRODUCTS, partition=utc_day(-1))
+    result = project.run(instance, PRODUCTS, partition=d1)
     anomaly = check_evaluations(result)[("shop/raw/products", "page_count_anomaly")]
     assert not anomaly.passed and anomaly.severity == ERROR
     assert "zero records" in anomaly.description
-    report = project.report("shop", "products", utc_day(-1))
+    report = project.report("shop", "products", d1)
     [reported] = [c for c in report["checks"] if c["name"] == "page_count_anomaly"]
     assert reported["passed"] is False and reported["severity"] == "ERROR"
 
@@ -250,9 +252,9 @@ def test_page_count_history_is_per_partition_after_a_range_run(
 ) -> None:
     """A range run's materializations carry each partition's pages, so the trailing history of
     the next run is not inflated by the range's totals."""
-    keys = [utc_day(-4), utc_day(-3), utc_day(-2)]
+    *keys, yesterday = (utc_day(days) for days in (-4, -3, -2, -1))
     assert project.run(instance, PRODUCTS, partition_range=(keys[0], keys[-1])).success
-    result = project.run(instance, PRODUCTS, partition=utc_day(-1))
+    result = project.run(instance, PRODUCTS, partition=yesterday)
     anomaly = check_evaluations(result)[("shop/raw/products", "page_count_anomaly")]
     assert anomaly.passed, anomaly.description
     # the trailing median is one partition's pages, not three partitions' worth

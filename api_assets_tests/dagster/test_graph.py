@@ -10,14 +10,16 @@ import importlib
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
+import time_machine
 
+from api_assets.config.loader import load_sources
 from api_assets.demo_api import DemoServer
-from api_assets.sources import load_sources
 
 from .conftest import PROJECT_ROOT, SOURCES, build_defs, make_project, utc_day
 
@@ -195,10 +197,14 @@ def test_demo_graph_has_the_contract_shape(demo_defs: dg.Definitions) -> None:
     assert {f"{s.name}_job" for s in sources} <= set(snap["jobs"])
 
 
-def test_today_is_the_last_partition(demo_defs: dg.Definitions) -> None:
+@pytest.mark.parametrize("clock", ["00:00:00", "00:30:00", "12:00:00", "23:59:59"])
+def test_today_is_the_last_partition(demo_defs: dg.Definitions, clock: str) -> None:
+    """From its first second to its last, today is the last partition. The clock is stopped
+    (time-machine, `tick=False`): read twice around midnight, "today" could be two days."""
     assets_def = demo_defs.resolve_assets_def(dg.AssetKey(["shop", "raw", "orders"]))
     assert assets_def.partitions_def is not None
-    assert assets_def.partitions_def.get_last_partition_key() == utc_day(0)
+    with time_machine.travel(datetime.fromisoformat(f"2026-03-15T{clock}+00:00"), tick=False):
+        assert assets_def.partitions_def.get_last_partition_key() == utc_day(0) == "2026-03-15"
 
 
 def test_blocking_drift_and_hourly_partitions_follow_the_sources_file(

@@ -11,14 +11,16 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from api_assets.archive import ArchiveReader
-from api_assets.demo_api import DemoServer
-from api_assets.engine import latest_watermark
+from api_assets.demo_api import DemoConfig, DemoServer
+from api_assets.pipeline.ingest import latest_watermark
+from api_assets.storage.archive import ArchiveReader
 
 from .conftest import (
+    SIZES,
     Project,
     check_evaluations,
     day_window,
+    last_minute_of,
     make_project,
     materializations,
     utc_day,
@@ -69,8 +71,21 @@ def table_rows(df: pl.DataFrame, endpoint: str) -> dict[Any, Any]:
     return {i: None for i in df["id"].to_list()}
 
 
-def test_a_source_job_run_matches_the_ground_truth(project: Project, instance: Any) -> None:
+def test_a_source_job_run_matches_the_ground_truth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: Any
+) -> None:
+    """Today's partition of the whole source job equals the ground truth, every endpoint over
+    several pages. Its demo server is pinned to the last minute of today (`last_minute_of`):
+    the module's server, anchored at the wall clock, holds only the hours since midnight in
+    today's `events` window (one page until mid-morning, a handful of events at 00:30)."""
     today = utc_day(0)
+    with DemoServer(DemoConfig(**SIZES, now=last_minute_of(today))) as server:
+        assert_job_run_matches_the_ground_truth(
+            make_project(tmp_path, monkeypatch, server), instance, today
+        )
+
+
+def assert_job_run_matches_the_ground_truth(project: Project, instance: Any, today: str) -> None:
     result = project.defs.resolve_job_def("shop_job").execute_in_process(
         instance=instance, partition_key=today, raise_on_error=False
     )

@@ -112,3 +112,21 @@ def walk_keyset(client: httpx.Client, limit: int = 100) -> list[dict[str, Any]]:
 
 def ids(records: list[dict[str, Any]]) -> list[Any]:
     return [r["id"] for r in records]
+
+
+class ManualClock:
+    """A stopped clock that the test moves by hand (`clock.now += seconds`), to stand in for the
+    `time` module of a demo API module running in this process (`monkeypatch.setattr(module,
+    "time", clock)`): its `monotonic()` is `now`, and its `time()` moves with it, `wall` at
+    `start`. What the server does then depends on the clock the test sets, not on how long
+    requests take on a loaded machine."""
+
+    def __init__(self, start: float = 1_000.0, wall: float = 1_800_000_000.0):
+        self.now = start
+        self._offset = wall - start
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now + self._offset

@@ -1,5 +1,6 @@
 """Each fault profile is observable over HTTP, limited to its path, transient or persistent."""
 
+import math
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
@@ -9,7 +10,8 @@ import orjson
 import pytest
 
 from api_assets.demo_api import DemoServer
-from api_assets_tests.demo_api.helpers import ids, walk_cursor, walk_offset
+from api_assets.demo_api import faults as faults_module
+from api_assets_tests.demo_api.helpers import ManualClock, ids, walk_cursor, walk_offset
 
 
 def statuses(client: httpx.Client, path: str, n: int, **params: object) -> list[int]:
@@ -44,18 +46,30 @@ def test_429_storm_seconds_and_http_date(demo_api: DemoServer, demo_client: http
     assert answers[0].headers["Retry-After"] == "2"
     assert [e["status"] for e in demo_api.requests()] == [429, 429, 200]
     demo_api.set_faults("429_storm", count=1, retry_after=3, format="http_date")
+    # the date is the server's clock + 3 s, rounded up to the second: between the clock before
+    # the request and after the answer, however long the request took
+    before = time.time()
     r = demo_client.get("/v1/products")
+    after = time.time()
     when = parsedate_to_datetime(r.headers["Retry-After"]).timestamp()
-    assert r.status_code == 429 and time.time() + 1 <= when <= time.time() + 4.5
+    assert r.status_code == 429 and math.ceil(before + 3) <= when <= math.ceil(after + 3)
 
 
-def test_slow(demo_api: DemoServer, demo_client: httpx.Client) -> None:
-    demo_api.set_faults("slow", delay=1.0)
-    with pytest.raises(httpx.ReadTimeout):
-        demo_client.get("/v1/products", timeout=0.3)
-    started = time.monotonic()
-    assert demo_client.get("/v1/products", timeout=5).status_code == 200
-    assert time.monotonic() - started < 0.9  # count=1: only the first request was slow
+def test_slow(demo_api_factory: Callable[..., DemoServer]) -> None:
+    # a server of its own: the slow request still sleeps there when the test ends
+    server = demo_api_factory()
+    server.set_faults("slow", delay=1.0)
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": "demo-key-1"}) as client:
+        with pytest.raises(httpx.ReadTimeout):  # no answer can come before 1 s
+            client.get("/v1/products", timeout=0.3)
+        assert client.get("/v1/products", timeout=30).status_code == 200
+    # count=1: only the first request was slow. The server decides before it sleeps: the fault
+    # saw both requests and fired on one, and the second was logged (it is answered at once)
+    # with no fault
+    [fault] = server.faults()
+    assert (fault["seen"], fault["fired"]) == (2, 1)
+    answered = [e["faults"] for e in server.requests("/v1/products")]
+    assert answered in ([[]], [[], ["slow"]])  # the first is logged once its sleep is over
 
 
 @pytest.mark.parametrize("mode", ["body", "headers"])
@@ -138,10 +152,18 @@ def test_schema_change_from_request_n(demo_api: DemoServer, demo_client: httpx.C
     assert {r["loyalty"] for r in demo_client.get("/v1/customers/keyset").json()} == {3}
 
 
-def test_schema_change_from_a_moment(demo_api: DemoServer, demo_client: httpx.Client) -> None:
+def test_schema_change_from_a_moment(
+    demo_api: DemoServer, demo_client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     demo_api.set_faults("schema_change", after_seconds=1.0, change="remove", field="email")
+    # the faults' monotonic clock, stopped at the moment the fault was set, and moved by hand
+    assert demo_api.app is not None
+    [fault] = demo_api.app.faults.faults
+    clock = ManualClock(fault.set_at)
+    monkeypatch.setattr(faults_module, "time", clock)
+    clock.now += 0.9  # dormant for its first second
     assert "email" in demo_client.get("/v1/customers").json()["data"][0]
-    time.sleep(1.05)
+    clock.now += 0.2
     assert "email" not in demo_client.get("/v1/customers").json()["data"][0]
 
 

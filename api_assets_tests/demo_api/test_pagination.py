@@ -160,12 +160,19 @@ def test_events_window_since_inclusive_until_exclusive(
 
 
 def test_events_today_has_events(demo_api: DemoServer, demo_client: httpx.Client) -> None:
-    today = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00Z")
+    """Today by the server's clock: the UTC day of its anchor (the wall clock when it started).
+    Not the wall clock's today: once midnight passes, a server started before it (this
+    session's) has no data after its anchor, and so nothing in the new day."""
+    anchor = datetime.fromtimestamp(demo_client.get("/admin/config").json()["anchor"], UTC)
+    day = anchor.replace(hour=0, minute=0, second=0, microsecond=0)
+    today = day.strftime("%Y-%m-%dT%H:%M:%SZ")
     got = walk_link(demo_client, since=today)
     assert got, "today's UTC partition must have events"
     assert demo_api.truth("events", since=today)["count"] == len(got)
+    assert got[-1]["occurred_at"] <= anchor.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # the events fill the 7 UTC days up to the anchor: from the 6th day before today's midnight
     first_day = walk_link(demo_client)[0]["occurred_at"]
-    assert first_day >= (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT00:00:00Z")
+    assert first_day >= (day - timedelta(days=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_customers_keyset(demo_api: DemoServer, demo_client: httpx.Client) -> None:

@@ -25,12 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api_assets.auth import clear_token_caches
-from api_assets.client import SourceClient
+from api_assets.config.models import EndpointConfig, SourceConfig
 from api_assets.demo_api import DEMO_CREDENTIALS, DemoServer
+from api_assets.http.auth import clear_token_caches
+from api_assets.http.client import SourceClient
+from api_assets.http.ratelimit import clear_limiters
 from api_assets.pages import FetchStats, Page
-from api_assets.ratelimit import clear_limiters
-from api_assets.sources import EndpointConfig, SourceConfig
 
 KEY_1, KEY_2, KEY_3 = DEMO_CREDENTIALS["api_keys"]
 

@@ -209,9 +209,9 @@ def refresh_worker(
     results: Any,
 ) -> None:
     """Force `rounds` refreshes through a refresh-token flow sharing `credential_dir`."""
-    from api_assets.auth import build_auth
-    from api_assets.redact import Redactor
-    from api_assets.sources import SourceConfig
+    from api_assets.config.models import SourceConfig
+    from api_assets.http.auth import build_auth
+    from api_assets.http.redact import Redactor
 
     source = SourceConfig.model_validate(
         {
@@ -241,7 +241,7 @@ def refresh_worker(
 def limiter_worker(shared_path: str, n: int, start: Any, results: Any) -> None:
     """`n` acquires on a shared limiter whose clock is frozen at 0: each wait is then exactly
     the start time the shared bucket granted."""
-    from api_assets.ratelimit import RateLimiter
+    from api_assets.http.ratelimit import RateLimiter
 
     limiter = RateLimiter(
         10.0, 3, 4, shared_path=Path(shared_path), clock=lambda: 0.0, sleep=lambda s: None

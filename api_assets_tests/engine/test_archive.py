@@ -9,9 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from api_assets import archive
-from api_assets.archive import ArchiveError, ArchiveReader, ArchiveWriter, sweep_stale
-from api_assets.layout import DataLayout
+from api_assets.storage import archive
+from api_assets.storage.archive import ArchiveError, ArchiveReader, ArchiveWriter, sweep_stale
+from api_assets.storage.durable import exchange
+from api_assets.storage.layout import DataLayout
 from api_assets_tests.engine.datafixtures import make_page, nested_record
 
 S, E, P = "shop", "orders", "2026-11-28"
@@ -128,7 +129,7 @@ def test_commit_replaces_the_whole_partition(layout: DataLayout) -> None:
 
 
 def test_commit_fallback_without_exchange(layout: DataLayout, monkeypatch) -> None:
-    monkeypatch.setattr(archive, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(archive, "exchange", lambda a, b: False)
     write_version(layout, "old", pages=2)
     write_version(layout, "new", pages=1)
     assert read_versions(layout) == {"new"}
@@ -251,7 +252,7 @@ def _replace_repeatedly(
 @pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "rename-aside"])
 def test_reader_during_replace_sees_one_version(layout: DataLayout, monkeypatch, exchange) -> None:
     if not exchange:
-        monkeypatch.setattr(archive, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(archive, "exchange", lambda a, b: False)
     write_version(layout, "A", pages=4)
     stop, errors, commits = threading.Event(), [], []
     writer = threading.Thread(target=_replace_repeatedly, args=(layout, stop, errors, commits))
@@ -287,7 +288,7 @@ def test_exchange_keeps_the_partition_visible(layout: DataLayout) -> None:
     probe = layout.root / "probe"
     (probe / "a").mkdir(parents=True)
     (probe / "b").mkdir()
-    if not archive._exchange(probe / "a", probe / "b"):
+    if not exchange(probe / "a", probe / "b"):
         pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
     write_version(layout, "A", pages=2)
     stop, errors, commits = threading.Event(), [], []

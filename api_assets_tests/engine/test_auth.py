@@ -16,7 +16,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from api_assets.auth import (
+from api_assets.config.models import SourceConfig
+from api_assets.demo_api import DEMO_CREDENTIALS, DemoServer
+from api_assets.errors import AuthError
+from api_assets.http.auth import (
     JWT_BEARER_GRANT,
     ApiAuth,
     ClientCredentialsFlow,
@@ -28,11 +31,8 @@ from api_assets.auth import (
     origin_of,
     parse_expires_in,
 )
-from api_assets.credentials import CredentialStore, credential_key
-from api_assets.demo_api import DEMO_CREDENTIALS, DemoServer
-from api_assets.errors import AuthError
-from api_assets.redact import Redactor
-from api_assets.sources import SourceConfig
+from api_assets.http.credentials import CredentialStore, credential_key
+from api_assets.http.redact import Redactor
 from api_assets_tests.engine.conftest_policy import (
     CLIENT_ID,
     CLIENT_SECRET,

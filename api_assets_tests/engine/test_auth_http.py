@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from api_assets.auth import clear_token_caches
-from api_assets.client import SourceClient
 from api_assets.demo_api import DEMO_CREDENTIALS, DemoServer
 from api_assets.errors import AuthError
+from api_assets.http.auth import clear_token_caches
+from api_assets.http.client import SourceClient
 from api_assets.pages import FetchStats
 from api_assets_tests.engine.conftest import (
     API_KEY_HEADER,

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from api_assets.client import SourceClient
 from api_assets.demo_api import DemoServer
 from api_assets.errors import FetchError
+from api_assets.http.client import SourceClient
 from api_assets.pages import FetchStats
 from api_assets_tests.engine.conftest import (
     API_KEY_QUERY,

@@ -14,14 +14,14 @@ from typing import Any
 import orjson
 import pytest
 
-from api_assets.archive import ArchiveReader
-from api_assets.client import PageTooLarge, SourceClient
+from api_assets.config.models import SourceConfig
 from api_assets.demo_api import DemoConfig, DemoServer
 from api_assets.demo_api.compression import bomb
-from api_assets.engine import ingest
 from api_assets.errors import FetchError
-from api_assets.layout import DataLayout
-from api_assets.sources import SourceConfig
+from api_assets.http.client import PageTooLarge, SourceClient
+from api_assets.pipeline.ingest import ingest
+from api_assets.storage.archive import ArchiveReader
+from api_assets.storage.layout import DataLayout
 from api_assets_tests.engine.conftest import (
     endpoint,
     fetch,

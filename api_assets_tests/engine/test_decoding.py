@@ -12,7 +12,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api_assets.decoding import STEP, BadEncoding, decode, encodings_of
+from api_assets.http.decoding import STEP, BadEncoding, decode, encodings_of
 
 ENCODE = {
     "gzip": lambda b: gzip.compress(b, mtime=0),

@@ -13,13 +13,13 @@ from typing import Any
 import orjson
 import pytest
 
-from api_assets import checks
-from api_assets.client import SourceClient
+from api_assets.config.models import SourceConfig
 from api_assets.demo_api import DemoServer
-from api_assets.engine import IngestResult, ingest
 from api_assets.errors import ApiAssetsError, FetchError, IncompleteError, PaginationError
-from api_assets.layout import DataLayout
-from api_assets.sources import SourceConfig
+from api_assets.http.client import SourceClient
+from api_assets.pipeline import checks
+from api_assets.pipeline.ingest import IngestResult, ingest
+from api_assets.storage.layout import DataLayout
 from api_assets_tests.engine.conftest import (
     API_KEY_QUERY,
     KEY_2,

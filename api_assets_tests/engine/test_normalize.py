@@ -10,17 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from api_assets import normalize
-from api_assets.archive import ArchiveReader, ArchiveWriter
 from api_assets.errors import FetchError
-from api_assets.layout import DataLayout
-from api_assets.normalize import (
-    TableBuilder,
-    extract_records,
-    normalize_archive,
-    read_table_metadata,
-    write_table,
-)
+from api_assets.pipeline import normalize
+from api_assets.pipeline.normalize import TableBuilder, normalize_archive
+from api_assets.records import NotRecords, records_in
+from api_assets.storage.archive import ArchiveReader, ArchiveWriter
+from api_assets.storage.layout import DataLayout
+from api_assets.storage.tables import read_table_metadata, write_table
 from api_assets_tests.engine.datafixtures import json_records, make_page, nested_record
 
 P = "2026-11-28"
@@ -189,16 +185,27 @@ def test_compaction_gives_the_same_table(monkeypatch) -> None:
     assert whole.widened == compacted.widened
 
 
-def test_extract_records() -> None:
-    assert extract_records([{"a": 1}], None) == [{"a": 1}]
-    assert extract_records({"a": 1}, None) == [{"a": 1}]
-    assert extract_records({"data": {"items": [{"a": 1}]}}, "data.items") == [{"a": 1}]
-    assert extract_records({"data": {"id": 3}}, "data") == [{"id": 3}]
-    assert extract_records({"data": None}, "data") == []
-    assert extract_records({"data": [1, "x"]}, "data") == [{"value": 1}, {"value": "x"}]
-    assert extract_records({"pages": [{"rows": [{"a": 1}]}]}, "pages.0.rows") == [{"a": 1}]
-    assert extract_records({"other": []}, "data") is None
-    assert extract_records({"data": 5}, "data.items") is None
+def test_records_are_found_by_one_rule() -> None:
+    """The rule the live run and a rebuild from the archive share (`records.records_in`): the
+    lenient rebuild-only variant (scalars wrapped as `{"value": ...}`, `null` as no records)
+    is gone, so a rebuild can never find other records than the run did."""
+    assert records_in([{"a": 1}], None) == [{"a": 1}]
+    assert records_in({"a": 1}, None) == [{"a": 1}]
+    assert records_in({"data": {"items": [{"a": 1}]}}, "data.items") == [{"a": 1}]
+    assert records_in({"data": {"id": 3}}, "data") == [{"id": 3}]
+    assert records_in({"pages": [{"rows": [{"a": 1}]}]}, "pages.0.rows") == [{"a": 1}]
+    assert records_in({"data": []}, "data") == []
+    for body, path in [
+        ({"data": None}, "data"),
+        ({"data": [1, "x"]}, "data"),
+        ({"other": []}, "data"),
+        ({"data": 5}, "data.items"),
+        ({"data": 5}, "data"),
+        ({"error": "nope"}, "data"),
+        ([{"a": 1}, 2], None),
+    ]:
+        with pytest.raises(NotRecords):
+            records_in(body, path)
 
 
 def test_normalize_archive_equals_the_direct_build(tmp_path: Path) -> None:

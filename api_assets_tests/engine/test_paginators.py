@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api_assets import sources as cfg
+from api_assets.config import models as cfg
 from api_assets.errors import PaginationError
-from api_assets.paginators import PageRequest, Response, lookup, make_paginator
+from api_assets.pagination.paginators import PageRequest, Response, make_paginator
+from api_assets.records import lookup
 
 
 def _walk(paginator: Any, serve: Any, limit: int = 10_000) -> list[dict[str, Any]]:
@@ -169,7 +170,7 @@ def test_lookup_paths() -> None:
 
 
 def test_total_shrank_uses_happens_before_not_arrival_order() -> None:
-    from api_assets.client import total_shrank
+    from api_assets.http.client import total_shrank
 
     # concurrent pages: overlapping requests may report totals out of order (growth only)
     overlapping = [(0.0, 1.0, 503), (0.1, 0.9, 500), (0.2, 1.1, 506)]

@@ -14,17 +14,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api_assets.ratelimit import (
-    RateLimiter,
+from api_assets.config.models import RateLimitConfig
+from api_assets.http.headers import (
     RateLimitState,
-    clear_limiters,
-    get_limiter,
     parse_rate_limit,
     parse_refill_rate,
     parse_retry_after,
     reset_to_seconds,
 )
-from api_assets.sources import RateLimitConfig
+from api_assets.http.ratelimit import RateLimiter, clear_limiters, get_limiter
 from api_assets_tests.engine.conftest_policy import FakeClock, limiter_worker
 
 NOW = 1_800_000_000.0  # an epoch "now" for the parsers

@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
-from api_assets.redact import RUNTIME_SECRETS, Redactor
-from api_assets.sources import SourceConfig
+from api_assets.config.models import SourceConfig
+from api_assets.http.redact import RUNTIME_SECRETS, Redactor
 
 
 def test_text_masks_registered_values_and_their_url_encodings() -> None:

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import orjson
 
-from api_assets.layout import DataLayout
 from api_assets.pages import FetchStats
-from api_assets.report import CONTRACT_FIELDS, CheckOutcome, RunReport
+from api_assets.pipeline.checks import CheckOutcome
+from api_assets.pipeline.report import REQUIRED_FIELDS, RunReport
+from api_assets.storage.layout import DataLayout
 
 STARTED = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 
@@ -43,8 +44,8 @@ def test_all_contract_fields_are_written(tmp_path: Path) -> None:
     path = full_report().write(layout)
     assert path == layout.report_path("shop", "orders", "2026-11-28")
     raw = orjson.loads(path.read_bytes())
-    assert set(CONTRACT_FIELDS) <= set(raw)
-    assert list(raw)[: len(CONTRACT_FIELDS)] == list(CONTRACT_FIELDS)
+    assert set(REQUIRED_FIELDS) <= set(raw)
+    assert list(raw)[: len(REQUIRED_FIELDS)] == list(REQUIRED_FIELDS)
     assert raw["status"] == "success"
     assert raw["error"] is None
     assert [c.name for c in full_report().failed_checks] == ["schema_drift"]
@@ -95,5 +96,5 @@ def test_failure_report(tmp_path: Path) -> None:
     assert raw["status"] == "failed"
     assert raw["error"].startswith("RuntimeError: 429 after 6 attempts")
     assert raw["finished_at"] is not None
-    assert set(CONTRACT_FIELDS) <= set(raw)
+    assert set(REQUIRED_FIELDS) <= set(raw)
     assert [p.name for p in path.parent.iterdir()] == ["current.json"]

@@ -8,10 +8,11 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
+import time_machine
 
 from api_assets.errors import AuthError, FetchError
-from api_assets.redact import Redactor
-from api_assets.retry import RetriesExhausted, RetryableBody, RetryEvent, RetryPolicy
+from api_assets.http.redact import Redactor
+from api_assets.http.retry import RetriesExhausted, RetryableBody, RetryEvent, RetryPolicy
 
 URL = "https://api.example.com/v1/items?api_key=sekrit-key-42&page=2"
 Step = int | httpx.Response | Exception
@@ -73,17 +74,20 @@ def test_each_retryable_status(status: int) -> None:
 
 
 def test_429_retry_after_seconds_and_http_date() -> None:
-    date = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    send, _ = sequence(
-        httpx.Response(429, headers={"Retry-After": "7"}),
-        httpx.Response(429, headers={"Retry-After": date}),
-        200,
-    )
-    p, sleeps, events = policy()
-    response, attempts = p.call(send)
+    # the clock stopped on a whole second (time-machine): the date is read against the same
+    # "now" it was written from, however long the calls in between take
+    now = datetime(2026, 11, 28, 3, 0, 0, tzinfo=UTC)
+    with time_machine.travel(now, tick=False):
+        date = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+        send, _ = sequence(
+            httpx.Response(429, headers={"Retry-After": "7"}),
+            httpx.Response(429, headers={"Retry-After": date}),
+            200,
+        )
+        p, sleeps, events = policy()
+        response, attempts = p.call(send)
     assert attempts == 3 and response.status_code == 200
-    assert sleeps[0] == 7.0
-    assert 28.0 <= sleeps[1] <= 30.0  # the date has one-second resolution
+    assert sleeps == [7.0, 30.0]
     assert [e.throttled for e in events] == [True, True]
 
 

@@ -6,8 +6,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api_assets.layout import DataLayout
-from api_assets.schema import (
+from api_assets.pipeline.schema import (
     FieldSchema,
     SchemaBuilder,
     SchemaSnapshot,
@@ -16,6 +15,7 @@ from api_assets.schema import (
     page_tree,
     snapshot_of,
 )
+from api_assets.storage.layout import DataLayout
 from api_assets_tests.engine.datafixtures import json_records, nested_record
 
 S, E = "shop", "orders"

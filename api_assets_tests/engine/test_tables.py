@@ -7,9 +7,9 @@ import orjson
 import polars as pl
 import pytest
 
-from api_assets.layout import DataLayout
-from api_assets.normalize import TableBuilder, write_table
-from api_assets.tables import read_table
+from api_assets.pipeline.normalize import TableBuilder
+from api_assets.storage.layout import DataLayout
+from api_assets.storage.tables import read_table, write_table
 
 S, E = "shop", "products"
 

@@ -24,17 +24,18 @@ from typing import Any
 import pytest
 import yaml
 
-from api_assets.auth import TokenFlow, build_auth, clear_token_caches
-from api_assets.client import SourceClient
-from api_assets.connection import client_options
+from api_assets.config.loader import load_sources
+from api_assets.config.models import SourceConfig
 from api_assets.demo_api import DEMO_CREDENTIALS, DemoConfig, DemoServer
 from api_assets.demo_api.app import DemoApp
-from api_assets.engine import IngestResult, ingest
 from api_assets.errors import AuthError, ConnectionSetupError, FetchError
-from api_assets.layout import DataLayout
-from api_assets.ratelimit import clear_limiters
-from api_assets.redact import Redactor
-from api_assets.sources import SourceConfig, load_sources
+from api_assets.http.auth import TokenFlow, build_auth, clear_token_caches
+from api_assets.http.client import SourceClient
+from api_assets.http.connection import client_options
+from api_assets.http.ratelimit import clear_limiters
+from api_assets.http.redact import Redactor
+from api_assets.pipeline.ingest import IngestResult, ingest
+from api_assets.storage.layout import DataLayout
 from api_assets_tests.engine.conftest import (
     API_KEY_HEADER,
     FAST,

@@ -45,16 +45,16 @@ import pytest
 import uvicorn
 import yaml
 
-from api_assets import engine
-from api_assets.auth import clear_token_caches
-from api_assets.client import SourceClient
+from api_assets.config.loader import load_sources
+from api_assets.config.models import SourceConfig
 from api_assets.definitions import build_definitions
 from api_assets.demo_api import DemoConfig, DemoServer
-from api_assets.layout import PROJECT_ROOT, DataLayout
-from api_assets.normalize import read_table_metadata
-from api_assets.ratelimit import clear_limiters
-from api_assets.sources import SourceConfig, load_sources
-from api_assets.tables import read_table
+from api_assets.http.auth import clear_token_caches
+from api_assets.http.client import SourceClient
+from api_assets.http.ratelimit import clear_limiters
+from api_assets.pipeline import ingest as engine
+from api_assets.storage.layout import PROJECT_ROOT, DataLayout
+from api_assets.storage.tables import read_table, read_table_metadata
 
 EXTENDED = os.environ.get("API_ASSETS_EXTENDED") == "1"
 

@@ -30,10 +30,11 @@ from typing import Any
 
 import polars as pl
 
-from api_assets import archive, engine
-from api_assets.client import SourceClient
-from api_assets.layout import DataLayout
-from api_assets.sources import load_sources
+from api_assets.config.loader import load_sources
+from api_assets.http.client import SourceClient
+from api_assets.pipeline import ingest as engine
+from api_assets.storage import archive
+from api_assets.storage.layout import DataLayout
 
 
 def _install_hooks(kill: list[Any] | None, trace: str | None) -> None:
@@ -65,7 +66,7 @@ def _install_hooks(kill: list[Any] | None, trace: str | None) -> None:
     hook(archive.ArchiveWriter, "write", "page")
     hook(os, "fsync", "fsync")
     hook(os, "rename", "swap")
-    hook(archive, "_exchange", "swap")
+    hook(archive, "exchange", "swap")
     hook(shutil, "rmtree", "rmtree")
     hook(pl.DataFrame, "write_parquet", "write_parquet")
     hook(os, "replace", "replace")

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from api_assets.demo_api import DemoServer
-from api_assets.layout import PROJECT_ROOT
+from api_assets.storage.layout import PROJECT_ROOT
 
 from .conftest import (
     EXTENDED,

@@ -23,11 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import api_assets.definitions as definitions_module
-from api_assets import engine
-from api_assets.client import SourceClient
+from api_assets.config.loader import load_sources
+from api_assets.config.models import SourceConfig
 from api_assets.errors import ApiAssetsError, SourcesError
-from api_assets.layout import DataLayout, check_name, check_partition
-from api_assets.sources import SourceConfig, load_sources
+from api_assets.http.client import SourceClient
+from api_assets.pipeline import ingest as engine
+from api_assets.storage.layout import DataLayout, check_name, check_partition
 
 from .conftest import EXTENDED, Project
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from api_assets.layout import PROJECT_ROOT
+from api_assets.storage.layout import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -91,10 +91,10 @@ def hostile_server() -> Iterator[str]:
 CHILD = r"""
 import json, resource, sys
 from pathlib import Path
-from api_assets import engine
-from api_assets.client import SourceClient
-from api_assets.layout import DataLayout
-from api_assets.sources import SourceConfig
+from api_assets.pipeline import ingest as engine
+from api_assets.http.client import SourceClient
+from api_assets.storage.layout import DataLayout
+from api_assets.config.models import SourceConfig
 
 url, path, data = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 def source(p):

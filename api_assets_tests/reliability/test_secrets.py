@@ -32,10 +32,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api_assets.config.loader import load_sources
 from api_assets.demo_api import DEMO_CREDENTIALS
 from api_assets.demo_api.auth import _Grant
-from api_assets.layout import DataLayout
-from api_assets.sources import load_sources
+from api_assets.storage.layout import DataLayout
 from api_assets.webhooks.receiver import create_app
 
 from .conftest import Project, secret_hits, serve, text_hits

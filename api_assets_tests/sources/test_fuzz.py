@@ -11,9 +11,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api_assets import sources as sources_module
+from api_assets.config import models as sources_module
+from api_assets.config.loader import load_sources
+from api_assets.config.models import SourceConfig
 from api_assets.errors import SourcesError
-from api_assets.sources import SourceConfig, load_sources
 
 PROBLEM_LINE = re.compile(r"^[^:\n]+:\d+: [^:\n]+: [^\n]+$")
 SECRET_KEYS = [

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from api_assets.config.loader import load_sources
 from api_assets.errors import SourcesError
-from api_assets.sources import load_sources
 
 # A valid source the cases below change in one place. Lines: 1 sources, 2 name, 3 base_url,
 # 4 endpoints, 5 `- name: orders`, 6 path.

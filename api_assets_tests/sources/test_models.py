@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
-from api_assets.errors import SourcesError
-from api_assets.sources import (
+from api_assets.config.cron import cron_problem
+from api_assets.config.loader import load_sources
+from api_assets.config.models import (
     EndpointConfig,
     JwtBearerAuth,
     ParentConfig,
@@ -20,9 +21,8 @@ from api_assets.sources import (
     SourceConfig,
     WebhooksConfig,
     WindowConfig,
-    cron_problem,
-    load_sources,
 )
+from api_assets.errors import SourcesError
 
 
 def test_defaults_are_kept() -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from api_assets.config.loader import load_sources
+from api_assets.config.models import BearerAuth, OAuth2ClientCredentialsAuth
 from api_assets.errors import SourcesError
-from api_assets.sources import BearerAuth, OAuth2ClientCredentialsAuth, load_sources
 
 HEAD = "sources:\n  - name: shop\n    base_url: http://127.0.0.1:8765\n"
 

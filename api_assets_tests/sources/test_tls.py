@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from api_assets.config.loader import load_sources
 from api_assets.errors import SourcesError
-from api_assets.redact import Redactor, shown_proxy
-from api_assets.sources import load_sources
+from api_assets.http.redact import Redactor, shown_proxy
 from api_assets_tests.pki import KEY_PASSWORD, Pki, make_pki
 
 # Lines: 1 sources, 2 name, 3 base_url, 4 tls, 5.. its keys.

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from api_assets.errors import SourcesError
-from api_assets.sources import (
+from api_assets.config.env import expand_env
+from api_assets.config.loader import load_sources
+from api_assets.config.models import (
     CursorPaginator,
     LinkHeaderPaginator,
     OAuth2ClientCredentialsAuth,
     OffsetPaginator,
     SinglePagePaginator,
-    expand_env,
-    load_sources,
 )
+from api_assets.errors import SourcesError
 
 from .conftest import CONTRACT_EXAMPLE
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import uvicorn
 
-from api_assets.layout import DataLayout
-from api_assets.sources import SourceConfig
+from api_assets.config.models import SourceConfig
+from api_assets.storage.layout import DataLayout
 from api_assets.webhooks.landing import LandedEvent, LandingReader
 from api_assets.webhooks.receiver import create_app
 
@@ -95,11 +95,15 @@ SERVE_SCRIPT = """
 import os, sys, time, uvicorn
 from pathlib import Path
 from api_assets.webhooks import landing
-delay = float(os.environ.get("TEST_FSYNC_DELAY", "0"))
-if delay:  # keep requests in flight long enough to signal the process meanwhile
+gate = os.environ.get("TEST_FSYNC_GATE")
+if gate:  # keep requests in flight (no batch is durable) until the test creates this file
     real = os.fdatasync
-    landing.os.fdatasync = lambda fd: (time.sleep(delay), real(fd))[1]
-from api_assets.layout import DataLayout
+    def gated(fd):
+        while not os.path.exists(gate):
+            time.sleep(0.01)
+        real(fd)
+    landing.os.fdatasync = gated
+from api_assets.storage.layout import DataLayout
 from api_assets.webhooks.receiver import create_app
 from api_assets_tests.webhooks.schemes import all_sources
 uvicorn.run(create_app(all_sources(), DataLayout(Path(sys.argv[1]))), host="127.0.0.1",
@@ -109,13 +113,15 @@ uvicorn.run(create_app(all_sources(), DataLayout(Path(sys.argv[1]))), host="127.
 
 
 def spawn_receiver(
-    layout: DataLayout, fsync_delay: float = 0.0
+    layout: DataLayout, fsync_gate: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """A receiver in a process of its own. With `fsync_gate`, no batch is made durable (so no
+    request is answered) until that file exists."""
     port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "TEST_FSYNC_DELAY": str(fsync_delay),
+        "TEST_FSYNC_GATE": str(fsync_gate or ""),
     }
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVE_SCRIPT, str(layout.root), str(port)],

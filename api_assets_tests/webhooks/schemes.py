@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from api_assets.sources import SourceConfig, WebhooksConfig
+from api_assets.config.models import SourceConfig, WebhooksConfig
 from api_assets.webhooks.signing import sign_headers
 
 STANDARD_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api_assets.layout import DataLayout
+from api_assets.storage.layout import DataLayout
 from api_assets.webhooks.signing import sign_headers
 
 from .conftest import (
@@ -239,9 +239,11 @@ def test_kill_9_under_load_loses_no_acknowledged_event(layout: DataLayout) -> No
     assert "after-crash" in landed_ids(layout, "hm")
 
 
-def test_sigterm_drains_in_flight_requests(layout: DataLayout) -> None:
-    # Each fsync takes 0.5 s here, so the requests below are in flight when SIGTERM arrives.
-    proc, url = spawn_receiver(layout, fsync_delay=0.5)
+def test_sigterm_drains_in_flight_requests(layout: DataLayout, tmp_path: Path) -> None:
+    # No fsync completes until the gate file exists, so the requests below are all in flight
+    # when SIGTERM arrives, however slowly the machine runs.
+    gate = tmp_path / "fsync-gate"
+    proc, url = spawn_receiver(layout, fsync_gate=gate)
     answers: dict[str, int] = {}
     sent = threading.Semaphore(0)
     port = int(url.rsplit(":", 1)[1])
@@ -262,11 +264,22 @@ def test_sigterm_drains_in_flight_requests(layout: DataLayout) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # until the receiver holds all ten
         landing = httpx.get(f"{url}/healthz").json()["landing"]["hm"]
-        if landing["in_flight"] + landing["stored"] >= 10:
+        if landing["in_flight"] >= 10:
             break
         time.sleep(0.01)
-    assert landing["stored"] < 10  # some are still in flight when the signal arrives
+    assert (landing["in_flight"], landing["stored"]) == (10, 0)  # all in flight, none answered
     proc.send_signal(signal.SIGTERM)
+    # shutting down, the receiver stops accepting connections; only then may the fsync go on
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+        except httpx.TransportError:
+            break
+        time.sleep(0.01)
+    else:
+        raise AssertionError("the receiver kept accepting connections after SIGTERM")
+    assert proc.poll() is None  # still draining: the ten requests wait on the fsync
+    gate.touch()
     for t in threads:
         t.join(timeout=30)
     # uvicorn re-raises the signal once its graceful shutdown is done

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from api_assets.config.models import WebhooksConfig
 from api_assets.errors import WebhookError
-from api_assets.sources import WebhooksConfig
 from api_assets.webhooks.signing import sign_headers, verify
 
 from .schemes import SECRETS, TIMESTAMPED, WEBHOOKS, event_body, webhooks_config

@@ -1,4 +1,4 @@
-"""Auth flows: one `httpx.Auth` per auth type of CONTRACT §4, built by `build_auth(source)`.
+"""Auth flows: one `httpx.Auth` per auth type, built by `build_auth(source)`.
 
 Every flow is an `ApiAuth`: it knows the origins it may send credentials to (`allowed_origins`:
 the base URL's and the token URL's scheme, host and port) and sends any other request bare, with
@@ -35,13 +35,7 @@ from typing import Any
 import httpx
 import jwt
 
-from api_assets.connection import client_options
-from api_assets.credentials import CredentialStore, credential_key
-from api_assets.errors import AuthError, ConnectionSetupError, FetchError
-from api_assets.ratelimit import header, parse_rate_limit, parse_retry_after
-from api_assets.redact import Redactor, secret_values
-from api_assets.retry import RetryPolicy
-from api_assets.sources import (
+from api_assets.config.models import (
     ApiKeyAuth,
     ApiKeyRotationAuth,
     BasicAuth,
@@ -52,6 +46,12 @@ from api_assets.sources import (
     OAuth2RefreshTokenAuth,
     SourceConfig,
 )
+from api_assets.errors import AuthError, ConnectionSetupError, FetchError
+from api_assets.http.connection import client_options
+from api_assets.http.credentials import CredentialStore, credential_key
+from api_assets.http.headers import header, parse_rate_limit, parse_retry_after
+from api_assets.http.redact import Redactor, secret_values
+from api_assets.http.retry import RetryPolicy
 
 Origin = tuple[str, str, int]
 Clock = Callable[[], float]

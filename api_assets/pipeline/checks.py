@@ -5,18 +5,53 @@ the engine uses completeness and drift to decide whether a partition may be publ
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from api_assets.pages import FetchStats
-from api_assets.report import CheckOutcome
-from api_assets.schema import SchemaSnapshot, changes_markdown, diff
+from api_assets.pipeline.schema import SchemaSnapshot, changes_markdown, diff
 
 COMPLETENESS = "completeness"
 SCHEMA_DRIFT = "schema_drift"
 PAGE_COUNT_ANOMALY = "page_count_anomaly"
 
+Severity = Literal["WARN", "ERROR"]
 WARN: Literal["WARN"] = "WARN"
 ERROR: Literal["ERROR"] = "ERROR"
+
+
+@dataclass
+class CheckOutcome:
+    """The result of one asset check, as the report and the Dagster layer both see it."""
+
+    name: str
+    passed: bool
+    severity: Severity
+    message: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "passed": self.passed,
+            "severity": self.severity,
+            "message": self.message,
+        }
+        if self.metadata:
+            out["metadata"] = self.metadata
+        return out
+
+    as_dict = to_dict
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "CheckOutcome":
+        return cls(
+            name=raw["name"],
+            passed=bool(raw["passed"]),
+            severity=raw["severity"],
+            message=raw.get("message", ""),
+            metadata=dict(raw.get("metadata") or {}),
+        )
 
 
 def completeness(

@@ -1,4 +1,4 @@
-"""The structural schema snapshot of one partition (CONTRACT §5) and schema drift between two.
+"""The structural schema snapshot of one partition and schema drift between two.
 
 A snapshot maps each field path to what the records showed:
 - paths: `id`, nested objects dotted (`customer.address.city`), list items as `[]`
@@ -32,8 +32,9 @@ from typing import Any, Literal, TypeAlias
 import orjson
 from deepdiff import DeepDiff
 
-from api_assets.archive import iso_utc, parse_iso_utc, write_atomic
-from api_assets.layout import DataLayout, check_name, check_partition
+from api_assets.storage.durable import write_atomic
+from api_assets.storage.layout import DataLayout, check_name, check_partition
+from api_assets.utc import iso_utc, parse_iso_utc
 
 CURRENT = "current"
 Severity = Literal["WARN", "ERROR"]

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urljoin
 
-from api_assets import sources as cfg
+from api_assets.config import models as cfg
 from api_assets.errors import PaginationError
+from api_assets.records import lookup
 
 
 @dataclass(frozen=True)
@@ -45,23 +46,6 @@ class Response:
     url: str
     records: list[dict[str, Any]]
     links: dict[str, str] = field(default_factory=dict)  # rel -> URL (RFC 8288)
-
-
-def lookup(obj: Any, path: str | None) -> Any:
-    """The value at a dotted path (`meta.total`, `data.0.id`), or None when any step is missing."""
-    if path is None:
-        return obj
-    for part in path.split("."):
-        if isinstance(obj, dict):
-            obj = obj.get(part)
-        elif isinstance(obj, list) and part.lstrip("-").isdigit():
-            i = int(part)
-            obj = obj[i] if -len(obj) <= i < len(obj) else None
-        else:
-            return None
-        if obj is None:
-            return None
-    return obj
 
 
 def _as_int(value: Any, what: str) -> int:

@@ -25,25 +25,25 @@ from typing import Any
 import orjson
 import polars as pl
 
-from api_assets import checks
-from api_assets.archive import ArchiveReader, ArchiveWriter, pack_body, sweep_stale
-from api_assets.client import SourceClient, get_client
+from api_assets.config.models import EndpointConfig, IncrementalConfig, SourceConfig
 from api_assets.errors import ApiAssetsError, FetchError, IncompleteError
-from api_assets.layout import DataLayout
-from api_assets.normalize import (
+from api_assets.http.client import SourceClient, get_client
+from api_assets.pages import FetchStats, Page
+from api_assets.pipeline import checks
+from api_assets.pipeline.checks import CheckOutcome
+from api_assets.pipeline.normalize import (
     NormalizedTable,
     TableBuilder,
-    extract_records,
+    archived_records,
     normalize_archive,
     page_table,
-    read_table_metadata,
-    write_table,
 )
-from api_assets.pages import FetchStats, Page
-from api_assets.paginators import lookup
-from api_assets.report import CheckOutcome, RunReport
-from api_assets.schema import SchemaBuilder, SchemaSnapshot, page_tree
-from api_assets.sources import EndpointConfig, IncrementalConfig, SourceConfig
+from api_assets.pipeline.report import RunReport
+from api_assets.pipeline.schema import SchemaBuilder, SchemaSnapshot, page_tree
+from api_assets.records import lookup
+from api_assets.storage.archive import ArchiveReader, ArchiveWriter, pack_body, sweep_stale
+from api_assets.storage.layout import DataLayout
+from api_assets.storage.tables import read_table_metadata, write_table
 
 log = logging.getLogger("api_assets")
 
@@ -534,9 +534,8 @@ def rebuild_schema(
             f"{partition}; materialize `{source.name}/raw/{endpoint.name}` first"
         )
     builder = SchemaBuilder()
-    for _entry, body in reader.iter_pages():
-        records = extract_records(orjson.loads(body), endpoint.records_path)
-        builder.add(records or [])
+    for _entry, records in archived_records(reader, endpoint.records_path):
+        builder.add(records)
     snapshot = builder.finish(source.name, endpoint.name, partition)
     snapshot.save(layout)
     return snapshot

@@ -1,4 +1,4 @@
-"""The raw archive `raw/S/E/P/` (CONTRACT §6): every body as fetched, gzip, plus `manifest.jsonl`.
+"""The raw archive `raw/S/E/P/`: every body as fetched, gzip, plus `manifest.jsonl`.
 
 A run writes into a hidden sibling `raw/S/E/.P.tmp-<run_id>/` and `commit()` swaps it in whole:
 a reader sees the old partition or the new one, never a half-written one. On Linux the swap is
@@ -9,14 +9,9 @@ Committed partitions are never modified in place, so `ArchiveReader` pins the di
 opened (a directory fd): whatever it reads comes from one version. If a commit removes that
 version while it is being read, the reader raises `ArchiveError` rather than mix versions.
 
-This module also holds the two small file primitives the data modules share: `write_atomic`
-(temp file in the same directory, fsync, `os.replace`) and `iso_utc`.
+Durable writes come from `durable.py`.
 """
 
-import contextlib
-import ctypes
-import errno
-import functools
 import gzip
 import hashlib
 import os
@@ -24,10 +19,8 @@ import re
 import shutil
 import threading
 import time
-import uuid
 import zlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,8 +29,10 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from api_assets.errors import ApiAssetsError
-from api_assets.layout import DataLayout, check_name, partition_filename
 from api_assets.pages import EVIDENCE_HEADERS, Page
+from api_assets.storage.durable import exchange, fsync_dir, fsync_file
+from api_assets.storage.layout import DataLayout, check_name, partition_filename
+from api_assets.utc import iso_utc
 
 MANIFEST = "manifest.jsonl"
 # Level 1: archiving must not slow the fetch; JSON still shrinks 5-10x at level 1.
@@ -55,94 +50,6 @@ _RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 class ArchiveError(ApiAssetsError):
     """The archive cannot be read as one consistent version (replaced while reading, or a body
     that does not match its manifest sha256)."""
-
-
-# --- shared file primitives ------------------------------------------------------------------
-
-
-def iso_utc(dt: datetime | None) -> str | None:
-    """An aware datetime as ISO 8601 in UTC (`2026-11-28T03:00:00+00:00`); naive means UTC."""
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).isoformat()
-
-
-def parse_iso_utc(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    dt = datetime.fromisoformat(value)
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def fsync_file(path: str | Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def temp_sibling(path: Path) -> Path:
-    """A hidden, unique temp name next to `path` that no glob on `*.json` / `*.parquet` matches."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the new one, never a part:
-    a temp file in the same directory, fsync, `os.replace`, fsync of the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-# --- the atomic directory swap ---------------------------------------------------------------
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-@functools.cache
-def _renameat2() -> Any:
-    try:
-        return ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two directories (Linux renameat2). False when the platform or the file
-    system cannot, so that the caller falls back to rename-aside."""
-    renameat2 = _renameat2()
-    if renameat2 is None:
-        return False
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if result == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(a))
 
 
 def _strip_userinfo(url: str) -> str:
@@ -286,7 +193,7 @@ class ArchiveWriter:
             final, temp = self.final_dir, self.temp_dir
             if not final.exists():
                 os.rename(temp, final)
-            elif _exchange(temp, final):
+            elif exchange(temp, final):
                 shutil.rmtree(temp)  # now holds the old version
             else:
                 old = final.with_name(f".{self.partition}.old-{self.run_id}")

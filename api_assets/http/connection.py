@@ -24,9 +24,9 @@ from typing import Any
 
 import httpx
 
+from api_assets.config.models import SourceConfig, TlsConfig
 from api_assets.errors import ConnectionSetupError
-from api_assets.redact import shown_proxy
-from api_assets.sources import SourceConfig, TlsConfig
+from api_assets.http.redact import shown_proxy
 
 # TLS alerts by which a server refuses the client certificate it got (or did not get).
 _CLIENT_CERT_ALERTS = frozenset(

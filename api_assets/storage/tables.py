@@ -1,22 +1,26 @@
-"""Reading the published tables: `read_table(source, endpoint)` (CONTRACT §6).
+"""The published tables: `read_table(source, endpoint)`, and the Parquet files they are made of
+(`write_table` writes one atomically, `read_table_metadata` reads what it was committed with).
 
 A table is every `tables/S/E/*.parquet` file, one per partition, read as one with
 `pl.concat([pl.scan_parquet(f) for f in files], how="diagonal_relaxed")`: partitions written
 while the API evolved may have different columns (missing ones read as null) or wider types.
 """
 
+import contextlib
+import os
 from pathlib import Path
+from typing import Any
 
+import orjson
 import polars as pl
 
-from api_assets.layout import DataLayout, data_root
-from api_assets.normalize import (
-    INGESTED_AT_COLUMN,
-    PARTITION_COLUMN,
-    SEPARATOR,
-    json_text,
-    read_table_metadata,
-)
+from api_assets.storage.durable import fsync_dir, fsync_file, temp_sibling
+from api_assets.storage.layout import DataLayout, data_root
+
+SEPARATOR = "__"  # nested fields flattened as `parent__child`
+METADATA_KEY = "api_assets"  # the Parquet key-value metadata of a committed table file
+PARTITION_COLUMN = "_partition"
+INGESTED_AT_COLUMN = "_ingested_at"
 
 
 def table_files(source: str, endpoint: str, data_dir: str | Path | None = None) -> list[Path]:
@@ -104,3 +108,43 @@ def _reconcile(frames: list[pl.LazyFrame], files: list[Path]) -> list[pl.LazyFra
         ]
         out.append(frame.with_columns(exprs) if exprs else frame)
     return out
+
+
+def json_text(expr: pl.Expr) -> pl.Expr:
+    """A nested (list or struct) column as JSON text, null staying null."""
+    encoded = (
+        pl.struct(expr.alias("v"))
+        .struct.json_encode()
+        .str.strip_prefix('{"v":')
+        .str.strip_suffix("}")
+    )
+    return pl.when(expr.is_null()).then(pl.lit(None, dtype=pl.String)).otherwise(encoded)
+
+
+def write_table(df: pl.DataFrame | pl.LazyFrame, path: Path, metadata: dict[str, str]) -> None:
+    """Write `df` to `path` as Parquet with key-value `metadata`, atomically: a hidden temp
+    file in the same directory (never matched by `*.parquet`), fsync, `os.replace`. A LazyFrame
+    is streamed (`sink_parquet`), never collected."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path)
+    try:
+        if isinstance(df, pl.LazyFrame):
+            df.sink_parquet(tmp, metadata=dict(metadata))
+        else:
+            df.write_parquet(tmp, metadata=dict(metadata))
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def read_table_metadata(path: str | Path) -> dict[str, Any]:
+    """The `api_assets` JSON stored in a table file's metadata ({} when absent)."""
+    raw = pl.read_parquet_metadata(path).get(METADATA_KEY)
+    if not raw:
+        return {}
+    value = orjson.loads(raw)
+    return value if isinstance(value, dict) else {}

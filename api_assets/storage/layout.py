@@ -1,4 +1,4 @@
-"""Where things live: the environment of CONTRACT §3 and the data layout of CONTRACT §6.
+"""Where things live: the environment variables and the data layout under the data root.
 
 Every path under the data root is built here, and every name that goes into a path is checked,
 so that no source, endpoint or partition key can write outside the data root.
@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # Source and endpoint names follow the sources file's pattern; partition keys are dates,
 # hours (`2026-11-28-13:00`) or `current`. ASCII classes and `fullmatch`: `\d` also matches
@@ -59,13 +59,13 @@ def check_partition(key: str) -> str:
 
 
 def partition_filename(key: str) -> str:
-    """A partition key as a file-name stem: the key itself, once checked (CONTRACT §6 uses P)."""
+    """A partition key as a file-name stem: the key itself, once checked."""
     return check_partition(key)
 
 
 @dataclass(frozen=True)
 class DataLayout:
-    """Paths under one data root (CONTRACT §6)."""
+    """Paths under one data root."""
 
     root: Path
 

@@ -1,6 +1,6 @@
 """Where a record becomes a row: JSON records → one Polars DataFrame per partition.
 
-The shape of a table (CONTRACT §6):
+The shape of a table:
 - top-level scalar fields keep their names; nested objects are flattened recursively as
   `parent__child` (an empty object contributes no column);
 - lists of scalars stay Polars list columns (`List(Int64)`, `List(String)`, ...);
@@ -35,9 +35,8 @@ and every COMPACT_PAGES pages are concatenated into one batch.
 """
 
 import contextlib
-import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,13 +46,17 @@ import orjson
 import polars as pl
 from polars.datatypes.classes import DataTypeClass
 
-from api_assets.archive import ArchiveReader, fsync_dir, fsync_file, temp_sibling
 from api_assets.errors import FetchError
+from api_assets.records import NotRecords, records_in
+from api_assets.storage.archive import ArchiveReader
+from api_assets.storage.tables import (
+    INGESTED_AT_COLUMN,
+    PARTITION_COLUMN,
+    SEPARATOR,
+    json_text,
+    write_table,
+)
 
-SEPARATOR = "__"
-METADATA_KEY = "api_assets"
-PARTITION_COLUMN = "_partition"
-INGESTED_AT_COLUMN = "_ingested_at"
 INGESTED_AT_DTYPE = pl.Datetime("us", "UTC")
 COMPACT_PAGES = 256
 SPILL_ROWS = 50_000  # with a spill dir, rows held in memory before a part goes to disk
@@ -98,38 +101,6 @@ class NormalizedTable:
             self.lazy = None
 
 
-# --- records out of a body -------------------------------------------------------------------
-
-
-def extract_records(body: Any, records_path: str | None) -> list[dict[str, Any]] | None:
-    """The records of a parsed body: the list at the dotted `records_path` (the body itself
-    when None). A single object is one record; `null` is no record; a scalar item becomes
-    `{"value": item}`. None when the path does not exist in the body."""
-    node = body
-    if records_path:
-        for part in records_path.split("."):
-            if isinstance(node, dict):
-                if part not in node:
-                    return None
-                node = node[part]
-            elif isinstance(node, list) and part.lstrip("-").isdigit():
-                try:
-                    node = node[int(part)]
-                except IndexError:
-                    return None
-            else:
-                return None
-    if node is None:
-        return []
-    if isinstance(node, dict):
-        return [node]
-    if isinstance(node, list):
-        if all(type(item) is dict for item in node):
-            return node
-        return [item if isinstance(item, dict) else {"value": item} for item in node]
-    return [{"value": node}]
-
-
 # --- one page → one flat DataFrame -----------------------------------------------------------
 
 
@@ -148,17 +119,6 @@ def _untyped(dtype: DType) -> bool:
     if isinstance(dtype, pl.List):
         return _untyped(dtype.inner)
     return False
-
-
-def json_text(expr: pl.Expr) -> pl.Expr:
-    """A nested (list or struct) column as JSON text, null staying null."""
-    encoded = (
-        pl.struct(expr.alias("v"))
-        .struct.json_encode()
-        .str.strip_prefix('{"v":')
-        .str.strip_suffix("}")
-    )
-    return pl.when(expr.is_null()).then(pl.lit(None, dtype=pl.String)).otherwise(encoded)
 
 
 def _unnest(df: pl.DataFrame) -> pl.DataFrame:
@@ -611,6 +571,24 @@ def build_table(
     return builder.finish()
 
 
+def archived_records(
+    reader: ArchiveReader, records_path: str | None
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """(manifest entry, records) of every archived page, found by the live run's own rule
+    (`records_in`). Error answers (status >= 400, e.g. a child's 404) and empty bodies hold no
+    records and are skipped."""
+    for entry, body in reader.iter_pages():
+        if int(entry.get("status") or 200) >= 400 or not body.strip():
+            continue
+        where = f"{reader.dir / entry['file']} ({entry.get('url')})"
+        try:
+            yield entry, records_in(orjson.loads(body), records_path)
+        except orjson.JSONDecodeError as exc:
+            raise FetchError(f"{where}: body is not JSON: {exc}") from None
+        except NotRecords as exc:
+            raise FetchError(f"{where}: {exc}") from None
+
+
 def normalize_archive(
     reader: ArchiveReader,
     records_path: str | None,
@@ -618,57 +596,8 @@ def normalize_archive(
     partition: str,
     ingested_at: datetime,
 ) -> NormalizedTable:
-    """Rebuild a partition's table from its raw archive alone. Error answers (status >= 400,
-    e.g. a child's 404) and empty bodies hold no records and are skipped."""
+    """Rebuild a partition's table from its raw archive alone (see `archived_records`)."""
     builder = TableBuilder(primary_key, partition, ingested_at)
-    for entry, body in reader.iter_pages():
-        if int(entry.get("status") or 200) >= 400 or not body.strip():
-            continue
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise FetchError(
-                f"{reader.dir / entry['file']} ({entry.get('url')}): body is not JSON: {exc}"
-            ) from None
-        records = extract_records(parsed, records_path)
-        if records is None:
-            if entry.get("records"):
-                raise FetchError(
-                    f"{reader.dir / entry['file']} ({entry.get('url')}): no `{records_path}` "
-                    f"in the body, but the manifest counted {entry['records']} records"
-                )
-            continue
+    for entry, records in archived_records(reader, records_path):
         builder.add(records, entry.get("parent"))
     return builder.finish()
-
-
-# --- Parquet ---------------------------------------------------------------------------------
-
-
-def write_table(df: pl.DataFrame | pl.LazyFrame, path: Path, metadata: dict[str, str]) -> None:
-    """Write `df` to `path` as Parquet with key-value `metadata`, atomically: a hidden temp
-    file in the same directory (never matched by `*.parquet`), fsync, `os.replace`. A LazyFrame
-    is streamed (`sink_parquet`), never collected."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    try:
-        if isinstance(df, pl.LazyFrame):
-            df.sink_parquet(tmp, metadata=dict(metadata))
-        else:
-            df.write_parquet(tmp, metadata=dict(metadata))
-        fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-def read_table_metadata(path: str | Path) -> dict[str, Any]:
-    """The `api_assets` JSON stored in a table file's metadata ({} when absent)."""
-    raw = pl.read_parquet_metadata(path).get(METADATA_KEY)
-    if not raw:
-        return {}
-    value = orjson.loads(raw)
-    return value if isinstance(value, dict) else {}

@@ -1,5 +1,5 @@
 """Dagster definitions for a source's webhooks: the `S/webhook_events` asset and the sensor that
-requests it when events land (CONTRACT §5).
+requests it when events land.
 
 - `S/webhook_events` writes `tables/S/webhook_events/P.parquet` (temp file + `os.replace`) with
   one row per event id received in partition P's time window: `event_id`, `event_type`,
@@ -24,8 +24,8 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from api_assets.layout import DataLayout
-from api_assets.sources import SourceConfig
+from api_assets.config.models import SourceConfig
+from api_assets.storage.layout import DataLayout
 from api_assets.webhooks.landing import LandedEvent, LandingOffset, LandingReader
 
 ASSET_NAME = "webhook_events"

@@ -1,5 +1,4 @@
-"""The run report of one materialization (CONTRACT §6): `reports/S/E/P.json`, written on failure
-too.
+"""The run report of one materialization: `reports/S/E/P.json`, written on failure too.
 
 The contract fields come first in `RunReport`; the extras after them (`stop_reason`, `bytes`,
 `elapsed_s`, `not_found`, `warnings`, `widened`, `null_keys`, ...) are evidence a reader of the
@@ -15,15 +14,16 @@ from typing import Any, Literal
 
 import orjson
 
-from api_assets.archive import iso_utc, parse_iso_utc, write_atomic
-from api_assets.layout import DataLayout
 from api_assets.pages import FetchStats
+from api_assets.pipeline.checks import CheckOutcome
+from api_assets.storage.durable import write_atomic
+from api_assets.storage.layout import DataLayout
+from api_assets.utc import iso_utc, parse_iso_utc
 
 Status = Literal["success", "failed"]
-Severity = Literal["WARN", "ERROR"]
 
-# The keys CONTRACT §6 promises, in its order.
-CONTRACT_FIELDS = (
+# The keys every report holds, in this order (what users and their scripts read).
+REQUIRED_FIELDS = (
     "source",
     "endpoint",
     "partition",
@@ -48,40 +48,6 @@ CONTRACT_FIELDS = (
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class CheckOutcome:
-    """The result of one asset check, as the report and the Dagster layer both see it."""
-
-    name: str
-    passed: bool
-    severity: Severity
-    message: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "passed": self.passed,
-            "severity": self.severity,
-            "message": self.message,
-        }
-        if self.metadata:
-            out["metadata"] = self.metadata
-        return out
-
-    as_dict = to_dict
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "CheckOutcome":
-        return cls(
-            name=raw["name"],
-            passed=bool(raw["passed"]),
-            severity=raw["severity"],
-            message=raw.get("message", ""),
-            metadata=dict(raw.get("metadata") or {}),
-        )
 
 
 @dataclass

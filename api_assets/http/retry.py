@@ -24,10 +24,10 @@ from tenacity import RetryCallState, RetryError, Retrying, stop_after_attempt
 from tenacity.retry import retry_base, retry_if_exception
 from tenacity.wait import wait_base
 
-from api_assets.connection import disconnect_hint, refusal
 from api_assets.errors import ConnectionSetupError, FetchError
-from api_assets.ratelimit import header, parse_rate_limit, parse_retry_after
-from api_assets.redact import Redactor
+from api_assets.http.connection import disconnect_hint, refusal
+from api_assets.http.headers import header, parse_rate_limit, parse_retry_after
+from api_assets.http.redact import Redactor
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urluns
 
 from pydantic import BaseModel, SecretStr
 
-from api_assets.sources import SourceConfig
+from api_assets.config.models import SourceConfig
 
 MASK = "***"
 

@@ -21,23 +21,23 @@ from typing import Any
 import httpx
 import orjson
 
-from api_assets.auth import build_auth
-from api_assets.connection import client_options
-from api_assets.decoding import BadEncoding, decode
+from api_assets.config.models import EndpointConfig, SourceConfig
 from api_assets.errors import ApiAssetsError, AuthError, FetchError, PaginationError
+from api_assets.http.auth import build_auth
+from api_assets.http.connection import client_options
+from api_assets.http.decoding import BadEncoding, decode
+from api_assets.http.ratelimit import get_limiter
+from api_assets.http.redact import Redactor
+from api_assets.http.retry import RetriesExhausted, RetryableBody, RetryPolicy
 from api_assets.pages import EVIDENCE_HEADERS, FetchStats, Page
-from api_assets.paginators import (
+from api_assets.pagination.paginators import (
     Offset,
     PageRequest,
     Paginator,
     Response,
-    lookup,
     make_paginator,
 )
-from api_assets.ratelimit import get_limiter
-from api_assets.redact import Redactor
-from api_assets.retry import RetriesExhausted, RetryableBody, RetryPolicy
-from api_assets.sources import EndpointConfig, SourceConfig
+from api_assets.records import NotRecords, lookup, records_in
 
 USER_AGENT = "api-assets/0.1 (+httpx)"
 
@@ -53,41 +53,11 @@ class NotFound(FetchError):
     """A 404 for one request; for a child endpoint it may be recorded instead of failing."""
 
 
-def records_of(body: Any, records_path: str | None) -> list[dict[str, Any]]:
-    """The records in a parsed body: the list at `records_path` (or the body itself); a body that
-    is one object is one record. Raises `RetryableBody` for an error object or a missing path."""
-    if (
-        isinstance(body, dict)
-        and ("error" in body or "errors" in body)
-        and (records_path is None or lookup(body, records_path) is None)
-    ):
-        raise RetryableBody(f"the API answered 200 with an error body: {_excerpt(body)}")
-    value = body if records_path is None else lookup(body, records_path)
-    if value is None:
-        raise RetryableBody(f"the body has no `{records_path}`: {_excerpt(body)}")
-    if isinstance(value, list):
-        if not all(isinstance(r, dict) for r in value):
-            odd = next(r for r in value if not isinstance(r, dict))
-            raise RetryableBody(
-                f"`{records_path or '<body>'}` holds a {type(odd).__name__} where records "
-                f"(JSON objects) belong: {_excerpt(odd, 100)}"
-            )
-        return value
-    if isinstance(value, dict):
-        return [value]
-    raise RetryableBody(f"`{records_path or '<body>'}` is a {type(value).__name__}, not a list")
-
-
 def _hashable(value: Any) -> Any:
     """A key value usable in a set: lists and objects by their JSON text."""
     if isinstance(value, list | dict):
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     return value
-
-
-def _excerpt(body: Any, limit: int = 300) -> str:
-    text = body if isinstance(body, str) else orjson.dumps(body).decode(errors="replace")
-    return text[:limit] + ("…" if len(text) > limit else "")
 
 
 class _Locked:
@@ -277,7 +247,10 @@ class SourceClient:
                         f"the API answered 200 with a body that is not JSON ({exc}): "
                         f"{response.content[:200]!r}"
                     ) from None
-                parsed["records"] = records_of(body, endpoint.records_path)
+                try:
+                    parsed["records"] = records_in(body, endpoint.records_path)
+                except NotRecords as exc:
+                    raise RetryableBody(str(exc)) from None
                 parsed["body"] = body
             return response
 

@@ -1,4 +1,4 @@
-"""The credential store (CONTRACT §3): rotated refresh tokens, and nothing else, on disk.
+"""The credential store: rotated refresh tokens, and nothing else, on disk.
 
 One file per credential under `$DAGSTER_HOME/credentials/` (folder 0700, files 0600, created
 with those modes rather than chmod-ed afterwards), replaced atomically (temp file, fsync,
@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from api_assets.layout import PROJECT_ROOT, data_root
+from api_assets.storage.layout import PROJECT_ROOT, data_root
 
 
 def credential_key(token_url: str, client_id: str) -> str:
