@@ -1,4 +1,5 @@
-"""A fetched page and the evidence of a fetch: what the archive, the report and the checks use.
+"""A page request, a fetched page and the evidence of a fetch: what flows from the paginators
+through the client to the archive, the report and the checks.
 
 A `Page` is one HTTP exchange that produced records (or proved there were none). Its URL and
 params are already redacted: nothing in a Page is secret, so it may be written anywhere.
@@ -28,6 +29,28 @@ EVIDENCE_HEADERS = (
 )
 
 
+@dataclass(frozen=True)
+class PageRequest:
+    """What to ask for next: extra query params, or an absolute URL that replaces path and query."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+    url: str | None = None
+
+    def fingerprint(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return (self.url or "", tuple(sorted((k, str(v)) for k, v in self.params.items())))
+
+
+@dataclass
+class Response:
+    """What a paginator may look at: the parsed body, the headers, the URL and the records."""
+
+    body: Any
+    headers: dict[str, str]  # lower-case names
+    url: str
+    records: list[dict[str, Any]]
+    links: dict[str, str] = field(default_factory=dict)  # rel -> URL (RFC 8288)
+
+
 @dataclass
 class Page:
     """One page of one endpoint: the body as fetched and the records found in it."""
@@ -44,7 +67,7 @@ class Page:
     elapsed_s: float = 0.0
     parent: dict[str, Any] | None = None  # placeholder values of a child endpoint's request
     total_reported: int | None = None  # total records the API stated on this page, if any
-    # Work done on the page in the thread that fetched it (see `SourceClient.fetch(prepare=)`):
+    # Work done on the page in the thread that fetched it (see `series.fetch(prepare=)`):
     # the consumer uses it when present and does the work itself when it is None.
     prepared: Any = field(default=None, repr=False, compare=False)
 

@@ -12,40 +12,18 @@ YAML uses (the shape of dlt's rest client, with stricter stop rules):
 Rules every paginator keeps: never stop on a short page alone; an empty page ends a series whose
 style has no other signal; a cursor, URL or keyset value seen before is a loop
 (`PaginationError`), never a silent re-read. Generic loop checks (identical pages, requests
-repeated) live in the client, which sees every paginator.
+repeated), re-asking, probes and `max_pages` live in `series.py`, which drives every paginator.
 """
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urljoin
 
 from api_assets.config import models as cfg
 from api_assets.errors import PaginationError
+from api_assets.pages import PageRequest, Response
 from api_assets.records import lookup
-
-
-@dataclass(frozen=True)
-class PageRequest:
-    """What to ask for next: extra query params, or an absolute URL that replaces path and query."""
-
-    params: dict[str, Any] = field(default_factory=dict)
-    url: str | None = None
-
-    def fingerprint(self) -> tuple[str, tuple[tuple[str, str], ...]]:
-        return (self.url or "", tuple(sorted((k, str(v)) for k, v in self.params.items())))
-
-
-@dataclass
-class Response:
-    """What a paginator may look at: the parsed body, the headers, the URL and the records."""
-
-    body: Any
-    headers: dict[str, str]  # lower-case names
-    url: str
-    records: list[dict[str, Any]]
-    links: dict[str, str] = field(default_factory=dict)  # rel -> URL (RFC 8288)
 
 
 def _as_int(value: Any, what: str) -> int:
@@ -92,8 +70,18 @@ class Paginator(ABC):
         it (styles with a total only)."""
         return None
 
-    def _stop(self, reason: str) -> None:
+    def replan(self, total: int) -> list[PageRequest]:
+        """More requests when the stated total grew while a known page set was fetched (styles
+        that page by records only); none by default."""
+        return []
+
+    def stop(self, reason: str) -> None:
+        """The series ends here, and why (`FetchStats.stop_reason`)."""
         self.stop_reason = reason
+
+    def resume(self) -> None:
+        """An empty page that ended the series held records when asked again: go on."""
+        self.stop_reason = None
 
 
 def make_paginator(config: Any) -> Paginator:
@@ -104,7 +92,7 @@ class SinglePage(Paginator):
     type_name = "single_page"
 
     def next(self, response: Response) -> PageRequest | None:
-        self._stop("single_page")
+        self.stop("single_page")
         return None
 
 
@@ -146,12 +134,12 @@ class _Stepping(Paginator):
 
     def next(self, response: Response) -> PageRequest | None:
         if not response.records:
-            self._stop("empty_page")
+            self.stop("empty_page")
             return None
         end = self._end(response)
         self.position += self.step
         if end is not None and self.position >= end:
-            self._stop("total_reached")
+            self.stop("total_reached")
             return None
         return self._at(self.position)
 
@@ -171,7 +159,7 @@ class _Stepping(Paginator):
         while self.position + self.step < end:
             self.position += self.step
             out.append(self._at(self.position))
-        self._stop("total_reached")
+        self.stop("total_reached")
         return out
 
 
@@ -195,7 +183,7 @@ class Offset(_Stepping):
         total = self.total_reported(response)
         return None if total is None else self.config.start + total
 
-    def plan_until(self, total: int) -> list[PageRequest]:
+    def replan(self, total: int) -> list[PageRequest]:
         """Requests for every offset after the current one up to `total` records."""
         return self._plan_to(self.config.start + total)
 
@@ -272,7 +260,7 @@ class Cursor(Paginator):
         else:
             value = lookup(response.body, self.config.cursor_path or "next_cursor")
         if value is None or value == "" or value is False:
-            self._stop("signal")
+            self.stop("signal")
             return None
         # An empty page that still carries a cursor is followed (sparse, filtered APIs send them);
         # the client records it as evidence and the loop check keeps this finite.
@@ -300,7 +288,7 @@ class NextUrl(Paginator):
     def next(self, response: Response) -> PageRequest | None:
         value = self._next_value(response)
         if not value or not isinstance(value, str):
-            self._stop("signal")
+            self.stop("signal")
             return None
         url = urljoin(response.url, value)
         self.seen.check(url)
@@ -319,7 +307,7 @@ class LinkHeader(Paginator):
     def next(self, response: Response) -> PageRequest | None:
         value = response.links.get("next")
         if not value:
-            self._stop("signal")
+            self.stop("signal")
             return None
         url = urljoin(response.url, value)
         self.seen.check(url)
@@ -347,7 +335,7 @@ class Keyset(Paginator):
 
     def next(self, response: Response) -> PageRequest | None:
         if not response.records:
-            self._stop("empty_page")
+            self.stop("empty_page")
             return None
         value = lookup(response.records[-1], self.config.field)
         if value is None:
@@ -356,7 +344,7 @@ class Keyset(Paginator):
             )
         if self.last is not None and self.config.inclusive and value == self.last:
             # An inclusive bound re-sends the last record; a page of nothing else is the end.
-            self._stop("empty_page")
+            self.stop("empty_page")
             return None
         if self.last is not None and not _advances(self.last, value):
             raise PaginationError(

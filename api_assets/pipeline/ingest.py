@@ -29,6 +29,8 @@ from api_assets.config.models import EndpointConfig, IncrementalConfig, SourceCo
 from api_assets.errors import ApiAssetsError, FetchError, IncompleteError
 from api_assets.http.client import SourceClient, get_client
 from api_assets.pages import FetchStats, Page
+from api_assets.pagination import series
+from api_assets.pagination.fanout import fetch_children
 from api_assets.pipeline import checks
 from api_assets.pipeline.checks import CheckOutcome
 from api_assets.pipeline.normalize import (
@@ -209,10 +211,10 @@ def _pages(
     parent_rows: list[dict[str, Any]] | None,
 ) -> Iterator[Page]:
     if endpoint.parent is not None:
-        return client.fetch_children(
-            endpoint, parent_rows or [], stats, params=params, prepare=_prepare
+        return fetch_children(
+            client, endpoint, parent_rows or [], stats, params=params, prepare=_prepare
         )
-    return client.fetch(endpoint, stats, params=params, prepare=_prepare)
+    return series.fetch(client, endpoint, stats, params=params, prepare=_prepare)
 
 
 def _prepare(page: Page) -> None:
@@ -563,7 +565,8 @@ def probe_new_data(client: SourceClient, endpoint: EndpointConfig, watermark: An
     params: dict[str, Any] = {}
     if watermark is not None:
         params[inc.param] = watermark
-    page = next(iter(client.fetch(endpoint, stats, params=params, concurrent=False)), None)
+    pages = series.fetch(client, endpoint, stats, params=params, concurrent=False)
+    page = next(iter(pages), None)
     if page is None:
         return None
     newest: Any = None

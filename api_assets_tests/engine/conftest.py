@@ -31,6 +31,7 @@ from api_assets.http.auth import clear_token_caches
 from api_assets.http.client import SourceClient
 from api_assets.http.ratelimit import clear_limiters
 from api_assets.pages import FetchStats, Page
+from api_assets.pagination import series
 
 KEY_1, KEY_2, KEY_3 = DEMO_CREDENTIALS["api_keys"]
 
@@ -174,7 +175,7 @@ def the_endpoint(source: SourceConfig, name: str | None = None) -> EndpointConfi
 
 def fetch(client: SourceClient, ep: EndpointConfig, **kwargs: Any) -> tuple[list[Page], FetchStats]:
     stats = FetchStats()
-    pages = list(client.fetch(ep, stats, **kwargs))
+    pages = list(series.fetch(client, ep, stats, **kwargs))
     return pages, stats
 
 

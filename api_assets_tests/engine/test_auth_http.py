@@ -16,6 +16,7 @@ from api_assets.errors import AuthError
 from api_assets.http.auth import clear_token_caches
 from api_assets.http.client import SourceClient
 from api_assets.pages import FetchStats
+from api_assets.pagination import series
 from api_assets_tests.engine.conftest import (
     API_KEY_HEADER,
     API_KEY_QUERY,
@@ -267,7 +268,7 @@ def test_tokens_revoked_mid_run_are_replaced_once(
     )
     stats = FetchStats()
     pages = []
-    for page in clients(source).fetch(the_endpoint(source), stats):
+    for page in series.fetch(clients(source), the_endpoint(source), stats):
         pages.append(page)
         if len(pages) == 1:
             demo_api.revoke(access_tokens=True)
@@ -317,12 +318,12 @@ def test_refused_credential_is_an_auth_error_without_the_secret(
 def test_key_revoked_mid_run_is_an_auth_error(demo_api: DemoServer, clients: Clients) -> None:
     source = make_source(demo_api.url, "orders", auth=API_KEY_QUERY)
     client = clients(source)
-    series = client.fetch(the_endpoint(source), FetchStats())
-    first = next(series)
+    pages = series.fetch(client, the_endpoint(source), FetchStats())
+    first = next(pages)
     assert first.records
     demo_api.revoke(api_key=KEY_2)
     with pytest.raises(AuthError) as info:
-        next(series)
+        next(pages)
     assert KEY_2 not in str(info.value)
     assert statuses(v1_log(demo_api)) == [200, 401]
 

@@ -12,6 +12,7 @@ from api_assets.demo_api import DemoServer
 from api_assets.errors import FetchError
 from api_assets.http.client import SourceClient
 from api_assets.pages import FetchStats
+from api_assets.pagination.fanout import fetch_children
 from api_assets_tests.engine.conftest import (
     API_KEY_QUERY,
     KEY_2,
@@ -200,7 +201,7 @@ def test_child_requests_one_per_parent_and_404_skipped(
     parents = [{"order_id": i} for i in order_ids] + [{"order_id": 99_999_999}]
     stats = FetchStats()
     client = clients(source)
-    pages = list(client.fetch_children(the_endpoint(source, "order_lines"), parents, stats))
+    pages = list(fetch_children(client, the_endpoint(source, "order_lines"), parents, stats))
 
     log = v1_log(demo_api)
     assert sorted(r["path"] for r in log) == sorted(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from api_assets.http.client import InFlight
+from api_assets.pagination.inflight import InFlight
 
 MS = 2**-10  # about a millisecond; a power of two, so that the clock's sums are exact
 

@@ -170,7 +170,7 @@ def test_lookup_paths() -> None:
 
 
 def test_total_shrank_uses_happens_before_not_arrival_order() -> None:
-    from api_assets.http.client import total_shrank
+    from api_assets.pagination.series import total_shrank
 
     # concurrent pages: overlapping requests may report totals out of order (growth only)
     overlapping = [(0.0, 1.0, 503), (0.1, 0.9, 500), (0.2, 1.1, 506)]
