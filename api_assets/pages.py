@@ -67,9 +67,6 @@ class Page:
     elapsed_s: float = 0.0
     parent: dict[str, Any] | None = None  # placeholder values of a child endpoint's request
     total_reported: int | None = None  # total records the API stated on this page, if any
-    # Work done on the page in the thread that fetched it (see `series.fetch(prepare=)`):
-    # the consumer uses it when present and does the work itself when it is None.
-    prepared: Any = field(default=None, repr=False, compare=False)
 
     @property
     def sha256(self) -> str:

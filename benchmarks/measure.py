@@ -43,12 +43,16 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 
 def run_measured(
-    cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 900
+    cmd: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+    cwd: Path | None = None,
 ) -> Measured:
     started = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
-        cwd=ROOT,
+        cwd=cwd or ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -755,6 +755,8 @@ class SourceConfig(Model):
                 return e
         raise KeyError(name)
 
+    # long: one cross-field rule of a source after another, each a few lines; split, the rules of a
+    # source would be scattered
     @classmethod
     def _cross_checks(cls, obj: Any) -> list[Finding]:
         endpoints = _get(obj, "endpoints")

@@ -26,8 +26,9 @@ from api_assets.defs.partitions import CURRENT, partitions_def_for, window_of
 from api_assets.defs.resources import ApiSource, DataStore
 from api_assets.errors import ApiAssetsError, IncompleteError, PaginationError
 from api_assets.pipeline import checks as evidence
-from api_assets.pipeline import ingest as engine
 from api_assets.pipeline.checks import CheckOutcome
+from api_assets.pipeline.ingest import IngestResult, ingest, parent_values
+from api_assets.pipeline.rebuild import rebuild_schema, rebuild_table
 from api_assets.pipeline.report import RunReport
 from api_assets.pipeline.schema import SchemaSnapshot
 from api_assets.storage.layout import DataLayout
@@ -210,7 +211,7 @@ def build_endpoint_asset(source: SourceConfig, endpoint: EndpointConfig) -> dg.A
         if rkey not in selected:
             yield from _rebuild(context, config, ep, keys, layout, selected, tkey, skey)
             return
-        per_partition: list[tuple[str, engine.IngestResult]] = []
+        per_partition: list[tuple[str, IngestResult]] = []
         outcomes: dict[str, list[tuple[str, CheckOutcome]]] = {}
         for key in keys:
             window = window_of(partitions_def, key) if partitions_def else None
@@ -222,9 +223,9 @@ def build_endpoint_asset(source: SourceConfig, endpoint: EndpointConfig) -> dg.A
                         f"`{s}/{e}` needs the table of its parent `{s}/{ep.parent.endpoint}` "
                         f"for partition {key}; materialize the parent first"
                     )
-                parent_rows = engine.parent_values(ep, pl.read_parquet(parent_path))
+                parent_rows = parent_values(ep, pl.read_parquet(parent_path))
             try:
-                result = engine.ingest(
+                result = ingest(
                     config,
                     ep,
                     key,
@@ -296,9 +297,9 @@ def _rebuild(
     try:
         for key in keys:
             if tkey in selected:
-                tables.append((key, engine.rebuild_table(config, ep, key, layout=layout).df))
+                tables.append((key, rebuild_table(config, ep, key, layout=layout).df))
             if skey in selected:
-                snapshot = engine.rebuild_schema(config, ep, key, layout=layout)
+                snapshot = rebuild_schema(config, ep, key, layout=layout)
                 previous = SchemaSnapshot.previous(
                     layout, config.name, ep.name, key, after_save=True
                 )
@@ -370,7 +371,7 @@ def _materialize(
     return dg.MaterializeResult(asset_key=asset_key, metadata={"partitions": len(per_key)})
 
 
-def _fetch_metadata(ep: EndpointConfig, result: engine.IngestResult) -> dict[str, Any]:
+def _fetch_metadata(ep: EndpointConfig, result: IngestResult) -> dict[str, Any]:
     """The evidence of one partition's fetch, carried by each of its materializations."""
     stats = result.stats
     metadata: dict[str, Any] = {
@@ -392,7 +393,7 @@ def _fetch_metadata(ep: EndpointConfig, result: engine.IngestResult) -> dict[str
 def _materializations(
     context: dg.AssetExecutionContext,
     ep: EndpointConfig,
-    results: list[tuple[str, engine.IngestResult]],
+    results: list[tuple[str, IngestResult]],
     selected: set[dg.AssetKey],
     rkey: dg.AssetKey,
     tkey: dg.AssetKey,

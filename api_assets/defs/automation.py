@@ -19,7 +19,8 @@ from api_assets.config.models import SourceConfig
 from api_assets.defs.assets import raw_key, resource_key, schema_key, table_key
 from api_assets.defs.partitions import latest_complete_partition, partitions_def_for
 from api_assets.defs.resources import ApiSource, DataStore
-from api_assets.pipeline import ingest as engine
+from api_assets.pipeline.ingest import probe_new_data
+from api_assets.pipeline.watermark import latest_watermark
 
 
 def job_name(source: str) -> str:
@@ -99,8 +100,8 @@ def incremental_sensor(source: SourceConfig) -> dg.SensorDefinition | None:
         for ep in config.endpoints:
             if ep.incremental is None or ep.parent is not None:
                 continue
-            watermark = engine.latest_watermark(layout, config, ep)
-            newest = engine.probe_new_data(client, ep, watermark)
+            watermark = latest_watermark(layout, config, ep)
+            newest = probe_new_data(client, ep, watermark)
             if newest is None:
                 continue
             last = seen.get(ep.name)

@@ -726,6 +726,45 @@ class KeyRotationFlow(ApiAuth):
 # --- build_auth ----------------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class FlowContext:
+    """What every flow builder may use: the source, its redactor (each builder registers the
+    names and encodings of its secrets), and the arguments the flows share."""
+
+    source: SourceConfig
+    redactor: Redactor
+    credential_dir: Path | None
+    clock: Clock
+    sleep: Sleep
+    common: dict[str, Any]  # for every flow
+    token_common: dict[str, Any]  # for flows that call a token endpoint
+
+    @property
+    def host(self) -> str:
+        return httpx.URL(self.source.base_url).host
+
+    def key_name(self, name: str, location: str) -> None:
+        """A key sent under `name` is a secret wherever it shows: in a query or a header."""
+        if location == "query":
+            self.redactor.add_param_name(name)
+        else:
+            self.redactor.add_header_name(name)
+
+
+FlowBuilder = Callable[[Any, FlowContext], ApiAuth]
+FLOWS: dict[str, FlowBuilder] = {}
+
+
+def flow(type_name: str) -> Callable[[FlowBuilder], FlowBuilder]:
+    """Register the builder of the flow for `auth: {type: type_name}`."""
+
+    def register(builder: FlowBuilder) -> FlowBuilder:
+        FLOWS[type_name] = builder
+        return builder
+
+    return register
+
+
 def build_auth(
     source: SourceConfig,
     *,
@@ -735,10 +774,10 @@ def build_auth(
     clock: Clock = time.time,
     sleep: Sleep = time.sleep,
 ) -> ApiAuth:
-    """The auth flow of `source`. Token calls go through their own `httpx.Client`, made as
-    every connection of the source is (`connection.client_options`: its TLS, proxy and HTTP/2
-    settings), on `transport` (default: the network); `clock` and `sleep` are injectable for
-    tests."""
+    """The auth flow of `source`, from the builder registered for its `type`. Token calls go
+    through their own `httpx.Client`, made as every connection of the source is
+    (`connection.client_options`: its TLS, proxy and HTTP/2 settings), on `transport` (default:
+    the network); `clock` and `sleep` are injectable for tests."""
     auth = source.auth
     for secret in secret_values(auth):
         redactor.add(secret)
@@ -746,126 +785,131 @@ def build_auth(
     token_url = getattr(auth, "token_url", None)
     if token_url:
         origins.add(origin_of(token_url))
-    host = httpx.URL(source.base_url).host
-    common: dict[str, Any] = {"allowed_origins": origins}
-    token_common: dict[str, Any] = {
-        "source_name": source.name,
-        "redactor": redactor,
-        "clock": clock,
-        "sleep": sleep,
-        "client_options": functools.partial(client_options, source, transport=transport),
-        "timeout": source.timeout_seconds,
-        "allowed_origins": origins,
-    }
+    context = FlowContext(
+        source=source,
+        redactor=redactor,
+        credential_dir=credential_dir,
+        clock=clock,
+        sleep=sleep,
+        common={"allowed_origins": origins},
+        token_common={
+            "source_name": source.name,
+            "redactor": redactor,
+            "clock": clock,
+            "sleep": sleep,
+            "client_options": functools.partial(client_options, source, transport=transport),
+            "timeout": source.timeout_seconds,
+            "allowed_origins": origins,
+        },
+    )
+    return FLOWS[auth.type](auth, context)
 
-    if isinstance(auth, NoAuth):
-        return NoAuthFlow(label=f"none@{host}", **common)
-    if isinstance(auth, ApiKeyAuth):
-        if auth.location == "query":
-            redactor.add_param_name(auth.name)
-        else:
-            redactor.add_header_name(auth.name)
-        return ApiKeyFlow(
-            auth.name,
-            auth.value.get_secret_value(),
-            auth.location,
-            label=f"api_key@{host}",
-            **common,
-        )
-    if isinstance(auth, BearerAuth):
-        return BearerFlow(auth.token.get_secret_value(), label=f"bearer@{host}", **common)
-    if isinstance(auth, BasicAuth):
-        pair = f"{auth.username}:{auth.password.get_secret_value()}"
-        redactor.add(base64.b64encode(pair.encode()).decode())
-        return BasicFlow(
-            auth.username,
-            auth.password.get_secret_value(),
-            label=f"basic@{host}",
-            **common,
-        )
-    if isinstance(auth, ApiKeyRotationAuth):
-        if auth.location == "query":
-            redactor.add_param_name(auth.name)
-        else:
-            redactor.add_header_name(auth.name)
-        return KeyRotationFlow(
-            auth.name,
-            auth.location,
-            [v.get_secret_value() for v in auth.values],
-            clock=clock,
-            sleep=sleep,
-            label=f"api_key_rotation@{host}",
-            **common,
-        )
-    if isinstance(auth, OAuth2ClientCredentialsAuth):
-        scopes = sorted(auth.scopes)
-        return ClientCredentialsFlow(
-            auth.client_id,
-            auth.client_secret.get_secret_value(),
-            auth.client_auth,
-            token_url=auth.token_url,
-            cache=token_cache(
-                "client_credentials",
-                auth.token_url,
-                auth.client_id,
-                auth.client_secret.get_secret_value(),
-                *scopes,
-            ),
-            refresh_margin_seconds=auth.refresh_margin_seconds,
-            scopes=auth.scopes,
-            label=f"oauth2_client_credentials@{httpx.URL(auth.token_url).host}",
-            **token_common,
-        )
-    if isinstance(auth, OAuth2RefreshTokenAuth):
-        scopes = sorted(auth.scopes)
-        return RefreshTokenFlow(
-            auth.client_id,
-            None if auth.client_secret is None else auth.client_secret.get_secret_value(),
-            auth.client_auth,
-            auth.refresh_token.get_secret_value(),
-            CredentialStore(credential_dir),
-            token_url=auth.token_url,
-            cache=token_cache(
-                "refresh_token",
-                auth.token_url,
-                auth.client_id,
-                "" if auth.client_secret is None else auth.client_secret.get_secret_value(),
-                *scopes,
-            ),
-            refresh_margin_seconds=auth.refresh_margin_seconds,
-            scopes=auth.scopes,
-            label=f"oauth2_refresh_token@{httpx.URL(auth.token_url).host}",
-            **token_common,
-        )
-    if isinstance(auth, JwtBearerAuth):
-        key = auth.secret if auth.secret is not None else auth.private_key
-        assert key is not None  # the model requires exactly one
-        signer = JwtSigner(
+
+@flow("none")
+def _no_auth(auth: NoAuth, ctx: FlowContext) -> ApiAuth:
+    return NoAuthFlow(label=f"none@{ctx.host}", **ctx.common)
+
+
+@flow("api_key")
+def _api_key(auth: ApiKeyAuth, ctx: FlowContext) -> ApiAuth:
+    ctx.key_name(auth.name, auth.location)
+    value = auth.value.get_secret_value()
+    return ApiKeyFlow(auth.name, value, auth.location, label=f"api_key@{ctx.host}", **ctx.common)
+
+
+@flow("bearer")
+def _bearer(auth: BearerAuth, ctx: FlowContext) -> ApiAuth:
+    return BearerFlow(auth.token.get_secret_value(), label=f"bearer@{ctx.host}", **ctx.common)
+
+
+@flow("basic")
+def _basic(auth: BasicAuth, ctx: FlowContext) -> ApiAuth:
+    password = auth.password.get_secret_value()
+    ctx.redactor.add(base64.b64encode(f"{auth.username}:{password}".encode()).decode())
+    return BasicFlow(auth.username, password, label=f"basic@{ctx.host}", **ctx.common)
+
+
+@flow("api_key_rotation")
+def _api_key_rotation(auth: ApiKeyRotationAuth, ctx: FlowContext) -> ApiAuth:
+    ctx.key_name(auth.name, auth.location)
+    return KeyRotationFlow(
+        auth.name,
+        auth.location,
+        [v.get_secret_value() for v in auth.values],
+        clock=ctx.clock,
+        sleep=ctx.sleep,
+        label=f"api_key_rotation@{ctx.host}",
+        **ctx.common,
+    )
+
+
+@flow("oauth2_client_credentials")
+def _client_credentials(auth: OAuth2ClientCredentialsAuth, ctx: FlowContext) -> ApiAuth:
+    secret = auth.client_secret.get_secret_value()
+    return ClientCredentialsFlow(
+        auth.client_id,
+        secret,
+        auth.client_auth,
+        token_url=auth.token_url,
+        cache=token_cache(
+            "client_credentials", auth.token_url, auth.client_id, secret, *sorted(auth.scopes)
+        ),
+        refresh_margin_seconds=auth.refresh_margin_seconds,
+        scopes=auth.scopes,
+        label=f"oauth2_client_credentials@{httpx.URL(auth.token_url).host}",
+        **ctx.token_common,
+    )
+
+
+@flow("oauth2_refresh_token")
+def _refresh_token(auth: OAuth2RefreshTokenAuth, ctx: FlowContext) -> ApiAuth:
+    secret = None if auth.client_secret is None else auth.client_secret.get_secret_value()
+    return RefreshTokenFlow(
+        auth.client_id,
+        secret,
+        auth.client_auth,
+        auth.refresh_token.get_secret_value(),
+        CredentialStore(ctx.credential_dir),
+        token_url=auth.token_url,
+        cache=token_cache(
+            "refresh_token", auth.token_url, auth.client_id, secret or "", *sorted(auth.scopes)
+        ),
+        refresh_margin_seconds=auth.refresh_margin_seconds,
+        scopes=auth.scopes,
+        label=f"oauth2_refresh_token@{httpx.URL(auth.token_url).host}",
+        **ctx.token_common,
+    )
+
+
+@flow("jwt_bearer")
+def _jwt_bearer(auth: JwtBearerAuth, ctx: FlowContext) -> ApiAuth:
+    key = auth.secret if auth.secret is not None else auth.private_key
+    assert key is not None  # the model requires exactly one
+    signer = JwtSigner(
+        key.get_secret_value(),
+        auth.algorithm,
+        auth.claims,
+        auth.lifetime_seconds,
+        auth.refresh_margin_seconds,
+        ctx.clock,
+        ctx.redactor,
+    )
+    if auth.token_url is None:
+        return JwtBearerFlow(signer, ctx.source.name, label=f"jwt_bearer@{ctx.host}", **ctx.common)
+    claims = auth.claims
+    return JwtGrantFlow(
+        signer,
+        token_url=auth.token_url,
+        cache=token_cache(
+            "jwt_bearer",
+            auth.token_url,
+            str(claims.get("iss", "")),
+            str(claims.get("sub", "")),
             key.get_secret_value(),
-            auth.algorithm,
-            auth.claims,
-            auth.lifetime_seconds,
-            auth.refresh_margin_seconds,
-            clock,
-            redactor,
-        )
-        if auth.token_url is None:
-            return JwtBearerFlow(signer, source.name, label=f"jwt_bearer@{host}", **common)
-        claims = auth.claims
-        return JwtGrantFlow(
-            signer,
-            token_url=auth.token_url,
-            cache=token_cache(
-                "jwt_bearer",
-                auth.token_url,
-                str(claims.get("iss", "")),
-                str(claims.get("sub", "")),
-                key.get_secret_value(),
-                *sorted(auth.scopes),
-            ),
-            refresh_margin_seconds=auth.refresh_margin_seconds,
-            scopes=auth.scopes,
-            label=f"jwt_bearer@{httpx.URL(auth.token_url).host}",
-            **token_common,
-        )
-    raise TypeError(f"unknown auth type {type(auth).__name__}")  # pragma: no cover
+            *sorted(auth.scopes),
+        ),
+        refresh_margin_seconds=auth.refresh_margin_seconds,
+        scopes=auth.scopes,
+        label=f"jwt_bearer@{httpx.URL(auth.token_url).host}",
+        **ctx.token_common,
+    )

@@ -140,23 +140,96 @@ class SourceClient:
                 # With key rotation the headers describe one key, not the source: the rotation
                 # flow parks exhausted keys itself.
                 self.limiter.observe(response.status_code, response.headers)
-            if response.status_code == 429:
-                pass  # counted by on_retry when retried; a final 429 is counted below
-            if response.status_code == 200:
-                try:
-                    body = orjson.loads(response.content)
-                except orjson.JSONDecodeError as exc:
-                    raise RetryableBody(
-                        f"the API answered 200 with a body that is not JSON ({exc}): "
-                        f"{response.content[:200]!r}"
-                    ) from None
-                try:
-                    parsed["records"] = records_in(body, endpoint.records_path)
-                except NotRecords as exc:
-                    raise RetryableBody(str(exc)) from None
-                parsed["body"] = body
+            if response.status_code == 200:  # a 429 is counted by on_retry, or below if final
+                parsed["body"], parsed["records"] = self._records_of(endpoint, response)
             return response
 
+        started = time.monotonic()
+        response, attempts = self._retried(send, endpoint, url, params, counts)
+        elapsed = time.monotonic() - started
+        if response.status_code != 200:
+            if response.status_code == 429:
+                counts.add(throttled=1)
+            self._raise_for_status(endpoint, response)
+        page, view = self._page_of(response, parsed, total_of, index, attempts, elapsed, parent)
+        counts.add(pages=1, fetched=len(page.records), bytes=page.nbytes)
+        if page.total_reported is not None:
+            with counts.lock:
+                counts.stats.total_timeline.append(
+                    (started, started + elapsed, page.total_reported)
+                )
+        if prepare is not None:
+            prepare(page)
+        return page, view
+
+    def _page_of(
+        self,
+        response: httpx.Response,
+        parsed: dict[str, Any],
+        total_of: Callable[[Response], int | None],
+        index: int,
+        attempts: int,
+        elapsed: float,
+        parent: dict[str, Any] | None,
+    ) -> tuple[Page, Response]:
+        """The answer as a `Page` (evidence, secrets redacted) and as what a paginator reads."""
+        view = Response(
+            body=parsed["body"],
+            headers={k.lower(): v for k, v in response.headers.items()},
+            url=str(response.url),
+            records=parsed["records"],
+            links={
+                str(rel): str(link["url"])
+                for rel, link in response.links.items()
+                if rel is not None and "url" in link
+            },
+        )
+        headers = {k: v for k in EVIDENCE_HEADERS if (v := response.headers.get(k)) is not None}
+        if parsed.get("encoding"):
+            headers["content-encoding"] = parsed["encoding"]
+        page = Page(
+            index=index,
+            url=self.redactor.url(str(response.url.copy_with(query=None))),
+            params=self.redactor.params(dict(response.url.params)),
+            status=response.status_code,
+            headers=headers,
+            fetched_at=datetime.now(UTC),
+            body=response.content,
+            records=view.records,
+            attempts=attempts,
+            elapsed_s=elapsed,
+            parent=parent,
+            total_reported=total_of(view),
+        )
+        return page, view
+
+    def _records_of(
+        self, endpoint: EndpointConfig, response: httpx.Response
+    ) -> tuple[Any, list[dict[str, Any]]]:
+        """The parsed body of a 200 and its records; a broken body is retried once."""
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise RetryableBody(
+                f"the API answered 200 with a body that is not JSON ({exc}): "
+                f"{response.content[:200]!r}"
+            ) from None
+        try:
+            return body, records_in(body, endpoint.records_path)
+        except NotRecords as exc:
+            raise RetryableBody(str(exc)) from None
+
+    def _retried(
+        self,
+        send: Callable[[], httpx.Response],
+        endpoint: EndpointConfig,
+        url: str,
+        params: dict[str, Any] | None,
+        counts: SeriesCounts,
+    ) -> tuple[httpx.Response, int]:
+        """`send` under the series' retry policy: the last answer and the attempts it took. An
+        error names the whole request (base URL and query, redacted), not just the path: which
+        page of the series failed is what the reader needs next."""
         policy = counts.policy
         if policy is None:  # one per series: thread-safe, and cheaper than one per request
             policy = counts.policy = RetryPolicy(
@@ -165,12 +238,9 @@ class SourceClient:
                 on_retry=counts.on_retry,
                 redactor=self.redactor,
             )
-        started = time.monotonic()
         try:
-            response, attempts = policy.call(send)
+            return policy.call(send)
         except RetryableBody as exc:
-            # Name the whole request (base URL and query, redacted), not just the path: which
-            # page of the series failed is what the reader needs next.
             shown = self._request_url(url, params)
             raise FetchError(
                 f"{self.where(endpoint, shown)}: {self.redactor.text(str(exc))}",
@@ -190,50 +260,6 @@ class SourceClient:
                 redacted = self.redactor.url(value) if attr == "url" and value else value
                 setattr(wrapped, attr, redacted)
             raise wrapped from None
-        elapsed = time.monotonic() - started
-        if response.status_code != 200:
-            if response.status_code == 429:
-                counts.add(throttled=1)
-            self._raise_for_status(endpoint, response)
-
-        headers = {k: v for k in EVIDENCE_HEADERS if (v := response.headers.get(k)) is not None}
-        if parsed.get("encoding"):
-            headers["content-encoding"] = parsed["encoding"]
-        links = {
-            str(rel): str(link["url"])
-            for rel, link in response.links.items()
-            if rel is not None and "url" in link
-        }
-        view = Response(
-            body=parsed["body"],
-            headers={k.lower(): v for k, v in response.headers.items()},
-            url=str(response.url),
-            records=parsed["records"],
-            links=links,
-        )
-        page = Page(
-            index=index,
-            url=self.redactor.url(str(response.url.copy_with(query=None))),
-            params=self.redactor.params(dict(response.url.params)),
-            status=response.status_code,
-            headers=headers,
-            fetched_at=datetime.now(UTC),
-            body=response.content,
-            records=view.records,
-            attempts=attempts,
-            elapsed_s=elapsed,
-            parent=parent,
-            total_reported=total_of(view),
-        )
-        counts.add(pages=1, fetched=len(page.records), bytes=page.nbytes)
-        if page.total_reported is not None:
-            with counts.lock:
-                counts.stats.total_timeline.append(
-                    (started, started + elapsed, page.total_reported)
-                )
-        if prepare is not None:
-            prepare(page)
-        return page, view
 
     def _send_capped(
         self, endpoint: EndpointConfig, url: str, params: dict[str, Any] | None

@@ -12,6 +12,7 @@ from api_assets.pages import FetchStats, Page
 from api_assets.pagination.series import Prepare, combine_stop, fetch
 
 
+# long: the per-parent worker shares the lock and counters of the scheduling loop it runs under
 def fetch_children(
     client: SourceClient,
     endpoint: EndpointConfig,

@@ -46,7 +46,7 @@ def fetch(
     `prepare(page)` runs in the thread that fetched the page, before it is yielded: the
     consumer's per-page work then runs in as many threads as fetch (what releases the GIL,
     compression and Polars parsing, overlaps with the fetching) instead of queueing in the one
-    consuming thread. It must not raise: it records what it made on `page.prepared`."""
+    consuming thread. It must not raise (`pipeline.sinks.Preparer` keeps what it made)."""
     series = Series(
         client,
         endpoint,

@@ -54,6 +54,8 @@ class CheckOutcome:
         )
 
 
+# long: one evidence rule after another (stated total, duplicates, empty and short pages, stop
+# reason), read top to bottom as the check's definition
 def completeness(
     stats: FetchStats,
     *,

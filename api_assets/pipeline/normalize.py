@@ -471,6 +471,8 @@ class TableBuilder:
     def _widened_list(self) -> list[dict[str, str]]:
         return [{"column": c, "from": a, "to": b} for c, a, b in self._widened]
 
+    # long: the steps of finishing a spilled table share the parts list and must run in this order;
+    # each is commented
     def _finish_spilled(self) -> NormalizedTable:
         """The same table as `finish()`, streamed from the parts: only the key columns (and a
         row index) are ever whole in memory, and deduplication works part by part."""

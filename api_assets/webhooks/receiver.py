@@ -54,6 +54,8 @@ def _json(status: int, content: dict[str, Any]) -> Response:
     )
 
 
+# long: the ASGI handlers close over the app's sources, writers and limits; split, they would pass
+# them around
 def create_app(
     sources: list[SourceConfig],
     layout: DataLayout,

@@ -5,8 +5,9 @@ time-machine moves the clock of this whole process: `time.time`, `datetime.now`,
 in every thread, so the demo server (served from a thread of this process) and
 `execute_in_process` read the faked clock as the test does. It leaves `time.monotonic` alone
 (time-machine 3 stopped faking it: asyncio and uvicorn need it to run normally), and it cannot
-reach subprocesses: the CLI and UI tests are not replayed here (they materialize `orders` and
-`order_lines`, whose content does not depend on the hour).
+reach subprocesses: the CLI and UI tests are not replayed here (they materialize today's
+`orders` and `order_lines`, whose content does not depend on the hour, and whole past days of
+`events`).
 
 - At 00:30, the demo server started then (its data anchored at 00:30, as the module's server is
   when the suite starts at that hour) holds half an hour of today's events: less than a page.

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from api_assets.demo_api import DemoServer
-from api_assets.pipeline.ingest import latest_watermark
+from api_assets.pipeline.watermark import latest_watermark
 from api_assets.storage.tables import read_table
 
 from .conftest import DAGSTER_BIN, SOURCES, Project, make_project, utc_day

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from api_assets.demo_api import DemoConfig, DemoServer
-from api_assets.pipeline.ingest import latest_watermark
+from api_assets.pipeline.watermark import latest_watermark
 from api_assets.storage.archive import ArchiveReader
 
 from .conftest import (

@@ -17,7 +17,8 @@ from starlette.routing import Route
 
 from api_assets.errors import FetchError
 from api_assets.http.client import SourceClient
-from api_assets.pipeline.ingest import ingest, rebuild_table
+from api_assets.pipeline.ingest import ingest
+from api_assets.pipeline.rebuild import rebuild_table
 from api_assets.storage.layout import DataLayout
 from api_assets_tests.engine.conftest import make_source, the_endpoint
 from api_assets_tests.engine.conftest_policy import serve

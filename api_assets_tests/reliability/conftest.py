@@ -53,6 +53,7 @@ from api_assets.http.auth import clear_token_caches
 from api_assets.http.client import SourceClient
 from api_assets.http.ratelimit import clear_limiters
 from api_assets.pipeline import ingest as engine
+from api_assets.pipeline.watermark import latest_watermark
 from api_assets.storage.layout import PROJECT_ROOT, DataLayout
 from api_assets.storage.tables import read_table, read_table_metadata
 
@@ -363,7 +364,7 @@ class Project:
 
     def latest_watermark(self, name: str, source: str = SOURCE) -> Any:
         config = self.config(source)
-        return engine.latest_watermark(self.layout, config, config.endpoint(name))
+        return latest_watermark(self.layout, config, config.endpoint(name))
 
 
 def dagster_bin() -> str:
