@@ -1,7 +1,7 @@
 """Dagster definitions for a source's webhooks: the `S/webhook_events` asset and the sensor that
 requests it when events land.
 
-- `S/webhook_events` writes `tables/S/webhook_events/P.parquet` (temp file + `os.replace`) with
+- `S/webhook_events` writes `tables/S/webhook_events/P.parquet` (atomically and durably, as every table) with
   one row per event id received in partition P's time window: `event_id`, `event_type`,
   `received_at` (UTC), `payload` (the JSON text), `_partition`, `_ingested_at`. Unpartitioned
   sources have the single partition `current`, holding every event. A range run writes each
@@ -15,10 +15,8 @@ The data root comes from `DataLayout.from_env()` when the asset or sensor runs, 
 """
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -26,6 +24,7 @@ import polars as pl
 
 from api_assets.config.models import SourceConfig
 from api_assets.storage.layout import DataLayout
+from api_assets.storage.tables import write_table
 from api_assets.webhooks.landing import LandedEvent, LandingOffset, LandingReader
 
 ASSET_NAME = "webhook_events"
@@ -106,7 +105,7 @@ def build_webhook_defs(
         for partition, bucket in per_partition.items():
             frame = _frame(bucket, partition, ingested_at)
             path = layout.table_path(name, ASSET_NAME, partition)
-            _write_atomically(frame, path)
+            write_table(frame, path, {})
             context.log.info(f"{name}/{ASSET_NAME} {partition}: {frame.height} events → {path}")
             rows += frame.height
             paths.append(str(path))
@@ -258,16 +257,6 @@ def _frame(
         },
         schema=SCHEMA,
     )
-
-
-def _write_atomically(frame: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        frame.write_parquet(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _preview(frame: pl.DataFrame) -> dg.MetadataValue:

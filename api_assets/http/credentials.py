@@ -12,10 +12,10 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from api_assets.storage.durable import write_atomic
 from api_assets.storage.layout import PROJECT_ROOT, data_root
 
 
@@ -69,24 +69,7 @@ class CredentialStore:
     def put(self, key: str, value: str) -> None:
         """Store `value` atomically: readers see the old or the new value, never a mix."""
         self._ensure_dir()
-        final = self._path(key)
-        tmp = self.directory / f".{key}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(value)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself survives a crash
-        finally:
-            os.close(dir_fd)
+        write_atomic(self._path(key), value.encode("utf-8"), mode=0o600)
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:

@@ -38,13 +38,14 @@ def temp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write `data` to `path` so that a reader sees the old file or the new one, never a part:
-    a temp file in the same directory, fsync, `os.replace`, fsync of the directory."""
+    a temp file in the same directory, created with `mode` (a secret's file is 0600 from its
+    first byte), fsync, `os.replace`, fsync of the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
