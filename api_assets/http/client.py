@@ -373,6 +373,13 @@ class SourceClient:
             404: "check `path` and `base_url`",
             429: "still rate limited after all retries: lower `requests_per_second`",
         }.get(status, "the API failed after all retries" if status >= 500 else "")
+        location = response.headers.get("location")
+        if 300 <= status < 400 and location:
+            # Redirects are never followed: auth headers must not go to a URL nobody configured.
+            hint = (
+                f"the API redirects to {self.redactor.url(location)}; redirects are not followed, "
+                f"so point `base_url` or `path` at the new location"
+            )
         message = f"{where}: HTTP {status}: {excerpt!r}" + (f" ({hint})" if hint else "")
         if status == 401:
             # The API refused the credential (token flows already refreshed once): an AuthError,
