@@ -38,6 +38,27 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8780)
     serve.add_argument("--sources", default=None, help="sources file or folder")
+    # defaults in api_assets/webhooks/limits.py (10 s, 10 s, 1000, 64 MiB)
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        help="seconds a request's headers may take, from the connection (default 10): then 408",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        help="seconds a request's body may take, after its headers (default 10): then 408",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections at most (default 1000): a request past it is answered 503",
+    )
+    serve.add_argument(
+        "--max-buffered-bytes",
+        type=int,
+        help="body bytes held by all requests together (default 64 MiB): past it, 503",
+    )
     return p
 
 

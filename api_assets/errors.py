@@ -5,7 +5,9 @@
     ├── AuthError               the credential was refused or the token endpoint failed (not retried)
     ├── FetchError              a request failed for good (after retries), or a body was unusable
     │   ├── PaginationError     pagination cannot be trusted: a loop, no progress, a missing total
-    │   └── ConnectionSetupError  TLS or the proxy refused the connection as configured (not retried)
+    │   ├── ConnectionSetupError  TLS or the proxy refused the connection as configured (not retried)
+    │   ├── ResponseTooSlow     a response not read whole within `request_deadline_seconds` (retried)
+    │   └── ServerWaitTooLong   the server asked for a wait over `rate_limit.max_pause_seconds` (not retried)
     ├── IncompleteError         the evidence shows records missing or duplicated
     └── WebhookError            a webhook request was refused (carries the HTTP status)
 
@@ -61,6 +63,17 @@ class ConnectionSetupError(FetchError):
     the proxy refused the credentials, or the `tls` files could not be loaded."""
 
 
+class ResponseTooSlow(FetchError):
+    """A response that was still arriving when its `request_deadline_seconds` ran out (a server
+    that trickles its body, each read just inside `timeout_seconds`). Retried like a timeout."""
+
+
+class ServerWaitTooLong(FetchError):
+    """The server asked every request to wait longer than the source's
+    `rate_limit.max_pause_seconds` (`Retry-After`, a rate-limit reset or a declared refill):
+    the run fails at once, naming the header and the wait, instead of sleeping. Not retried."""
+
+
 class PaginationError(FetchError):
     """Pagination cannot be trusted: a loop, no progress, or a signal that contradicts itself."""
 
@@ -70,7 +83,8 @@ class IncompleteError(ApiAssetsError):
 
 
 class WebhookError(ApiAssetsError):
-    """A webhook request is refused with `status` (401, 400, 404, 413)."""
+    """A webhook request is refused with `status` (401, 400, 404, 413; 408 and 503 from the
+    receiver's limits)."""
 
     def __init__(self, status: int, message: str):
         self.status = status

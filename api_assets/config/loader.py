@@ -23,7 +23,8 @@ What a caller may rely on:
     are not plain words are JSON-quoted; `<root>` is the document itself;
   - the message says what is expected. It never repeats the value of a field (so never a
     secret): only key names, `type:` names, source and endpoint names, environment variable
-    names and the kind of value found ("got a string").
+    names and the kind of value found ("got a string"). An empty secret names the `${VAR}`
+    text it came from (which, having expanded to nothing, holds no value) and the variables.
 - `${VAR}` and `${VAR:-default}` are expanded in every string value (not in keys), several per
   string, before validation: `timeout_seconds: ${TIMEOUT:-30}` is a number. `:-` takes the
   default when VAR is unset or empty, as in sh. `$${` is a literal `${`. A default cannot
@@ -60,6 +61,8 @@ from api_assets.config.models import (
     _ENV_REFERENCE,
     _ENVIRONMENT_ONLY,
     _NAME,
+    EMPTY_SECRET,
+    UPPER_BOUNDS_EXPLAINED,
     Model,
     SourceConfig,
     _did_you_mean,
@@ -73,6 +76,9 @@ from api_assets.errors import SourceProblem, SourcesError
 KeyPath = tuple[Any, ...]  # a path into the raw YAML data: mapping keys and list indexes
 
 _MAX_DEPTH = 64
+# the variables a `${VAR}` / `${VAR:-default}` text reads, and a text made of nothing else
+_ENV_NAMES = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+_ONLY_REFERENCES = re.compile(r"\s*(?:\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}\s*)+")
 _MAX_VALUES = 200_000
 _TAG = "tag:yaml.org,2002:"
 _COLLECTION_TAGS = {_TAG + t for t in ("map", "seq", "omap", "pairs", "set")}
@@ -98,6 +104,8 @@ class _Document:
     # nothing more is said inside them
     settled: set[KeyPath] = field(default_factory=set)
     env_failed: set[KeyPath] = field(default_factory=set)  # values whose `${VAR}` failed
+    # values that `${VAR}` expanded to nothing, as written: an empty secret names its variables
+    expanded_empty: dict[KeyPath, str] = field(default_factory=dict)
     sources: list[SourceConfig] = field(default_factory=list)
 
     def issue(self, path: KeyPath, message: str, origin: Any, line: int | None = None) -> None:
@@ -441,6 +449,8 @@ class _Checker:
             if problems:
                 self.doc.env_failed.add(path)
             else:
+                if not expanded.strip():
+                    self.doc.expanded_empty[path] = value
                 return expanded
         return value
 
@@ -532,7 +542,29 @@ class _Checker:
             path = _locate(item, error["loc"], kind == "missing")
             if kind == "sources_rule":
                 path = (*path, *error["ctx"]["path"])
-            self.doc.issue((*prefix, *path), _message(error), "model")
+            message = _message(error)
+            if kind == EMPTY_SECRET:
+                message = self.empty_secret(path, self.doc.expanded_empty.get((*prefix, *path)))
+            self.doc.issue((*prefix, *path), message, "model")
+
+    @staticmethod
+    def empty_secret(path: KeyPath, written: str | None) -> str:
+        """What an empty secret is and how to fill it: the variables it was read from, never a
+        value (a text that expanded to nothing holds none)."""
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{_render_key(p)}" for p in path)
+        key = key.lstrip(".")
+        names = list(dict.fromkeys(_ENV_NAMES.findall(written or "")))
+        if not names:
+            return (
+                f"`{key}` is empty: a secret must not be empty; write ${{VAR}} and set VAR in "
+                "the environment"
+            )
+        shown = f"`{written.strip()}`" if written and _ONLY_REFERENCES.fullmatch(written) else ""
+        told = " or ".join(names)
+        return (
+            f"`{key}` is empty: {shown or 'its ${VAR}'} expanded to nothing; set {told} "
+            "(a secret must not be empty)"
+        )
 
 
 def _locate(data: Any, loc: tuple[int | str, ...], missing: bool) -> KeyPath:
@@ -566,7 +598,7 @@ def _message(error: Any) -> str:
     got = _kind(error.get("input"))
     if kind == "missing":
         return f"required key `{_show(loc[-1])}` is missing"
-    if kind in ("sources_rule", "sources_value"):
+    if kind in ("sources_rule", "sources_value", EMPTY_SECRET):
         return str(ctx["message"])
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"expected a mapping, got {got}"
@@ -588,7 +620,8 @@ def _message(error: Any) -> str:
     if kind == "greater_than_equal":
         return f"expected a number of at least {_number(ctx['ge'])}"
     if kind == "less_than_equal":
-        return f"expected a number of at most {_number(ctx['le'])}"
+        why = UPPER_BOUNDS_EXPLAINED.get(str(loc[-1])) if loc else None
+        return f"expected a number of at most {_number(ctx['le'])}" + (f" {why}" if why else "")
     if kind == "too_short":
         return f"expected at least {ctx['min_length']} item(s)"
     if kind == "literal_error":

@@ -3,12 +3,16 @@ mistake from reaching a run.
 
 Secrets are `pydantic.SecretStr`: their repr and str are masked, so a model printed into a log
 or an error never shows them. Use `.get_secret_value()` only where the value goes on the wire.
+Every secret field is a `Secret`, which refuses an empty value (and webhook secrets are at least
+`MIN_WEBHOOK_SECRET_BYTES` long). Sizes and waits have upper bounds (`UPPER_BOUNDS_EXPLAINED`).
 
 Cross-field rules (`_cross_checks` on a model) are written once and run twice: as a pydantic
 validator, so that models built in code are checked too, and by the loader (`loader.py`) on the
 raw YAML, so that they are reported even when another key of the same object has a type error.
 """
 
+import base64
+import binascii
 import difflib
 import json
 import os
@@ -20,6 +24,7 @@ from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -130,6 +135,49 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+# --- secrets ---------------------------------------------------------------------------------
+
+# An empty secret authenticates nothing: an empty HMAC key lets anyone sign a webhook.
+EMPTY_SECRET = "secret_empty"
+
+
+def _not_empty(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise PydanticCustomError(
+            EMPTY_SECRET,
+            "{message}",
+            {"message": "is empty; a secret must not be empty: set it in the environment"},
+        )
+    return value
+
+
+# Every secret field of a sources file: masked like `SecretStr`, and never empty (the loader
+# names the variable that expanded to nothing).
+Secret = Annotated[SecretStr, AfterValidator(_not_empty)]
+
+# A webhook secret is an HMAC key: 128 bits at least (the Standard Webhooks spec recommends 24
+# to 64 random bytes; GitHub and Stripe secrets are 20+ characters).
+MIN_WEBHOOK_SECRET_BYTES = 16
+
+# --- bounds ----------------------------------------------------------------------------------
+
+HOUR_SECONDS = 3600
+DAY_SECONDS = 24 * HOUR_SECONDS
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+# What an upper bound protects, appended to "expected a number of at most N" by the loader.
+UPPER_BOUNDS_EXPLAINED = {
+    "timeout_seconds": "(10 minutes): one read that waits longer is a stalled server",
+    "request_deadline_seconds": "(1 hour) for one response, from sending it to its last byte",
+    "max_page_bytes": "(1 GiB): a page is held in memory whole; lower the page size instead",
+    "max_wire_page_bytes": "(1 GiB): a page is held in memory whole; lower the page size instead",
+    "max_backoff_seconds": "(1 hour) between two attempts",
+    "max_pause_seconds": "(1 day)",
+    "tolerance_seconds": "(1 day): a wider window lets a captured event be replayed for longer",
+    "max_body_bytes": "(32 MiB): a webhook body is held in memory whole",
+}
+
 # --- rate limit, retry, partitions -----------------------------------------------------------
 
 
@@ -137,11 +185,14 @@ class RateLimitConfig(Model):
     requests_per_second: float = Field(default=10.0, gt=0)
     burst: int = Field(default=10, ge=1)
     max_concurrency: int = Field(default=4, ge=1, le=256)
+    # the longest wait a server may ask for (`Retry-After`, a reset, a declared refill); a longer
+    # one fails the run at once, naming it, instead of holding every request of the source
+    max_pause_seconds: float = Field(default=300.0, ge=1, le=DAY_SECONDS)
 
 
 class RetryConfig(Model):
     max_attempts: int = Field(default=6, ge=1, le=100)
-    max_backoff_seconds: float = Field(default=120.0, ge=0)
+    max_backoff_seconds: float = Field(default=120.0, ge=0, le=HOUR_SECONDS)
 
 
 class PartitionsConfig(Model):
@@ -163,26 +214,26 @@ class NoAuth(Model):
 class ApiKeyAuth(Model):
     type: Literal["api_key"]
     name: str = "X-API-Key"
-    value: SecretStr
+    value: Secret
     location: Literal["header", "query"] = "header"
 
 
 class BearerAuth(Model):
     type: Literal["bearer"]
-    token: SecretStr
+    token: Secret
 
 
 class BasicAuth(Model):
     type: Literal["basic"]
     username: str
-    password: SecretStr
+    password: Secret
 
 
 class OAuth2ClientCredentialsAuth(Model):
     type: Literal["oauth2_client_credentials"]
     token_url: str
     client_id: str
-    client_secret: SecretStr
+    client_secret: Secret
     scopes: list[str] = []
     refresh_margin_seconds: float = Field(default=60.0, ge=0)
     client_auth: Literal["basic", "body"] = "basic"
@@ -197,15 +248,15 @@ class ApiKeyRotationAuth(Model):
     type: Literal["api_key_rotation"]
     name: str = "X-API-Key"
     location: Literal["header", "query"] = "header"
-    values: list[SecretStr] = Field(min_length=1)
+    values: list[Secret] = Field(min_length=1)
 
 
 class OAuth2RefreshTokenAuth(Model):
     type: Literal["oauth2_refresh_token"]
     token_url: str
     client_id: str
-    client_secret: SecretStr | None = None
-    refresh_token: SecretStr
+    client_secret: Secret | None = None
+    refresh_token: Secret
     scopes: list[str] = []
     refresh_margin_seconds: float = Field(default=60.0, ge=0)
     client_auth: Literal["basic", "body"] = "basic"
@@ -222,8 +273,8 @@ _JWT_DEFAULT_ALGORITHM: JwtAlgorithm = "HS256"
 
 class JwtBearerAuth(Model):
     type: Literal["jwt_bearer"]
-    secret: SecretStr | None = None
-    private_key: SecretStr | None = None
+    secret: Secret | None = None
+    private_key: Secret | None = None
     algorithm: JwtAlgorithm = _JWT_DEFAULT_ALGORITHM
     claims: dict[str, Any] = {}
     lifetime_seconds: int = Field(default=300, ge=1)
@@ -486,9 +537,12 @@ _HMAC_ONLY_KEYS = (
 
 class WebhooksConfig(Model):
     scheme: Literal["github", "stripe", "standard", "hmac"]
-    secret: SecretStr
-    tolerance_seconds: int = Field(default=300, ge=1)
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    secret: Secret
+    tolerance_seconds: int = Field(default=300, ge=1, le=DAY_SECONDS)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1, le=32 * MIB)
+    # github, and hmac with event_id_header: the id is not signed, so a replay under a new id is
+    # caught by the signed content's digest, remembered this long (webhooks/signing.py)
+    replay_window_seconds: int = Field(default=DAY_SECONDS, ge=1, le=30 * DAY_SECONDS)
     # generic `hmac` scheme only
     signature_header: str | None = None
     algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
@@ -502,8 +556,8 @@ class WebhooksConfig(Model):
     @classmethod
     def _cross_checks(cls, obj: Any) -> list[Finding]:
         scheme = _get(obj, "scheme")
+        findings = _webhook_secret_problems(scheme, _get(obj, "secret"))
         if scheme == "hmac":
-            findings: list[Finding] = []
             if not _get(obj, "signature_header"):
                 findings.append(
                     (
@@ -515,12 +569,47 @@ class WebhooksConfig(Model):
                 findings.append(((), "scheme `hmac` needs `event_id_header` or `event_id_path`"))
             return findings
         if scheme in ("github", "stripe", "standard"):
-            return [
+            return findings + [
                 ((key,), f"`{key}` belongs to webhook scheme hmac; this scheme is {scheme}")
                 for key in _HMAC_ONLY_KEYS
                 if key in _given(obj)
             ]
+        return findings
+
+
+def _webhook_secret_problems(scheme: Any, secret: Any) -> list[Finding]:
+    """A webhook secret too short to be a key, or a `standard` one that is not base64, read as
+    `webhooks/signing.py` reads it: `standard` decodes `whsec_<base64>`, the others take the
+    UTF-8 bytes. Never the secret in the message; an empty one is reported as empty."""
+    if isinstance(secret, SecretStr):
+        secret = secret.get_secret_value()
+    if not isinstance(secret, str) or not secret.strip():
         return []
+    if scheme == "standard":
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            return [
+                (
+                    ("secret",),
+                    "a `standard` webhook secret is `whsec_` and the base64 of the key, as the "
+                    "sender shows it",
+                )
+            ]
+        what = "bytes once base64-decoded"
+    else:
+        key = secret.encode()
+        what = "bytes (UTF-8)"
+    if len(key) >= MIN_WEBHOOK_SECRET_BYTES:
+        return []
+    return [
+        (
+            ("secret",),
+            f"a webhook secret must be at least {MIN_WEBHOOK_SECRET_BYTES} {what}: a short HMAC "
+            "key can be guessed and events forged; use the secret the sender generates, or a "
+            "random one (openssl rand -hex 32)",
+        )
+    ]
 
 
 # --- connection: TLS and proxy ---------------------------------------------------------------
@@ -556,7 +645,7 @@ class TlsConfig(Model):
     verify: bool | str = True
     client_cert: str | None = None
     client_key: str | None = None
-    client_key_password: SecretStr | None = None  # a secret: `${VAR}` only, in a sources file
+    client_key_password: Secret | None = None  # a secret: `${VAR}` only, in a sources file
 
     @field_validator("verify", mode="before")
     @classmethod
@@ -698,6 +787,30 @@ def _check_proxy_url(value: str) -> str:
     return value
 
 
+def _check_origin(value: str) -> str:
+    """`scheme://host[:port]`, http(s), nothing more: an entry of `allowed_origins`."""
+    expected = (
+        "expected an origin such as https://files.example.com or http://10.0.0.5:8080 "
+        "(http or https, a host and an optional port; no path, query or user)"
+    )
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise _value_error(expected) from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+        or re.search(r"\s", value)
+    ):
+        raise _value_error(expected)
+    return value.rstrip("/")
+
+
 # --- sources ---------------------------------------------------------------------------------
 
 
@@ -705,11 +818,15 @@ class SourceConfig(Model):
     name: str = Field(pattern=NAME_PATTERN)
     base_url: str
     headers: dict[str, str] = {}
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    # each wait of one request (connect, a read, a write): a longer silence is a stalled server
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # one whole response, sent to last byte (default: `deadline_seconds`): a server trickling a
+    # body, each read inside `timeout_seconds`, cannot hold a request for ever
+    request_deadline_seconds: float | None = Field(default=None, gt=0, le=HOUR_SECONDS)
     # the largest response body read whole; a bigger page fails cleanly instead of exhausting memory
-    max_page_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_page_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=GIB)
     # the most bytes read off the wire for one response, before decoding (default: max_page_bytes)
-    max_wire_page_bytes: int | None = Field(default=None, ge=1024)
+    max_wire_page_bytes: int | None = Field(default=None, ge=1024, le=GIB)
     auth: AuthConfig = NoAuth()
     rate_limit: RateLimitConfig = RateLimitConfig()
     retry: RetryConfig = RetryConfig()
@@ -720,8 +837,10 @@ class SourceConfig(Model):
     webhooks: WebhooksConfig | None = None
     # how every connection of the source (API and token endpoint) is made: see `connection.py`
     tls: TlsConfig = TlsConfig()
-    proxy: SecretStr | None = None  # a URL that may hold a password: masked like a secret
+    proxy: Secret | None = None  # a URL that may hold a password: masked like a secret
     http2: bool = False
+    # other origins a next URL or Link header may lead to (`http/origins.py`); never credentials
+    allowed_origins: list[Annotated[str, AfterValidator(_check_origin)]] = []
 
     @field_validator("base_url")
     @classmethod
@@ -735,6 +854,14 @@ class SourceConfig(Model):
         if problem:
             raise _value_error(problem)
         return v
+
+    @property
+    def deadline_seconds(self) -> float:
+        """The time one response may take, from sending the request to its last byte:
+        `request_deadline_seconds`, by default 4 × `timeout_seconds` and at least 60 s."""
+        if self.request_deadline_seconds is not None:
+            return self.request_deadline_seconds
+        return max(4 * self.timeout_seconds, 60.0)
 
     @property
     def wire_page_bytes(self) -> int:

@@ -2,8 +2,10 @@
 
 Every flow is an `ApiAuth`: it knows the origins it may send credentials to (`allowed_origins`:
 the base URL's and the token URL's scheme, host and port) and sends any other request bare, with
-credential headers and parameters stripped, because a next-page URL or a Link header may point
-anywhere. `label` describes the credential without revealing it.
+credential headers and parameters stripped (its own, and every static header of the sources
+file whose name looks like a credential), because a next-page URL or a Link header may point
+anywhere (`origins.py` decides which of them are followed at all). `label` describes the
+credential without revealing it.
 
 Token flows (OAuth2 client credentials, refresh token, JWT assertion grant) keep ONE token per
 credential per process (`token_cache`, keyed by token URL, client and scopes) shared by every
@@ -11,7 +13,13 @@ endpoint and thread: double-checked locking means N threads cause one token requ
 refreshed `refresh_margin_seconds` before it expires (never more than half its lifetime early);
 a 401 from the API invalidates it (if it is still the cached one), refreshes once and resends
 once, and a second 401 is an `AuthError`. Token endpoint refusals are `AuthError`s naming the
-source and the token URL; 429, 5xx and transport errors on the token call are retried.
+source and the token URL; 429, 5xx and transport errors on the token call are retried — except
+for a grant that spends a rotating refresh token: retried only on a 429 or when no connection
+was made (a timeout after sending, a dropped connection or a 5xx may have spent the token and
+lost the new one, and a provider that sees a spent token again revokes its whole family). The
+refresh token flow then fails with an `AuthError` and marks the token in the credential store,
+so that no thread, process or later run presents it again before someone has checked; the
+client credentials flow falls back to its client credentials grant.
 
 Flows are synchronous (`httpx.Client`) and safe to share between threads. Every secret they
 obtain at runtime (access tokens, rotated refresh tokens, signed JWTs) is registered with the
@@ -50,8 +58,8 @@ from api_assets.errors import AuthError, ConnectionSetupError, FetchError
 from api_assets.http.connection import client_options
 from api_assets.http.credentials import CredentialStore, credential_key
 from api_assets.http.headers import header, parse_rate_limit, parse_retry_after
-from api_assets.http.redact import Redactor, secret_values
-from api_assets.http.retry import RetryPolicy
+from api_assets.http.redact import Redactor, is_credential_header, secret_values
+from api_assets.http.retry import RETRY_STATUSES, TRANSIENT_ERRORS, UNSENT_ERRORS, RetryPolicy
 
 Origin = tuple[str, str, int]
 Clock = Callable[[], float]
@@ -60,6 +68,9 @@ Sleep = Callable[[float], None]
 DEFAULT_TOKEN_LIFETIME = 3600.0  # when the token response has no usable `expires_in`
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_CALL_ATTEMPTS = 4
+# a grant that spends its refresh token is retried on a 429 (the server says it turned the
+# request away) but not on a 5xx (it may have spent the token and failed answering)
+SPENDING_RETRY_STATUSES = frozenset({429})
 DEFAULT_KEY_PARK_SECONDS = 60.0  # an exhausted api key whose reset the server did not state
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -93,6 +104,11 @@ class ApiAuth(httpx.Auth):
 
     def allows(self, url: httpx.URL | str) -> bool:
         return origin_of(url) in self.allowed_origins
+
+    def keep_home(self, headers: Iterable[str]) -> None:
+        """Strip these headers too outside `allowed_origins`: static credentials from the
+        sources file's `headers:` (`Private-Token`, `Cookie`, an `X-API-Key` with `auth: none`)."""
+        self._strip_headers = (*self._strip_headers, *headers)
 
     def sync_auth_flow(
         self, request: httpx.Request
@@ -236,6 +252,16 @@ class TokenEndpointError(AuthError):
         self.status = status
 
 
+class GrantInDoubt(AuthError):
+    """A grant that spends what it presents (a rotating refresh token) reached the token
+    endpoint, and no answer says whether it was spent (a timeout after sending, a dropped
+    connection, a 5xx): it must not be presented again blindly. `what` says what happened."""
+
+    def __init__(self, message: str, *, what: str):
+        super().__init__(message)
+        self.what = what
+
+
 def parse_expires_in(value: Any) -> float | None:
     """`expires_in` as seconds: a number or a numeric string; None when missing or unusable."""
     if isinstance(value, bool):
@@ -347,10 +373,14 @@ class TokenFlow(ApiAuth):
     # --- the token endpoint ------------------------------------------------------------------
 
     def _post_token(
-        self, form: dict[str, str], *, basic: tuple[str, str] | None = None
+        self, form: dict[str, str], *, basic: tuple[str, str] | None = None, spends: bool = False
     ) -> dict[str, Any]:
         """POST to the token endpoint (retrying 429, 5xx and transport errors) and return the
-        JSON body of a successful answer; raise `TokenEndpointError` for a refusal."""
+        JSON body of a successful answer; raise `TokenEndpointError` for a refusal.
+
+        A grant that `spends` what it presents (a rotating refresh token) is retried only on a
+        429 and when no connection was made (`UNSENT_ERRORS`): a timeout after sending, a dropped
+        connection or a 5xx raise `GrantInDoubt`, since the server may have spent it."""
         if self.scopes and "scope" not in form:
             form = {**form, "scope": " ".join(self.scopes)}
         where = (
@@ -368,7 +398,13 @@ class TokenFlow(ApiAuth):
                 )
 
         policy = RetryPolicy(
-            TOKEN_CALL_ATTEMPTS, 30.0, base_seconds=0.5, sleep=self._sleep, redactor=self._redactor
+            TOKEN_CALL_ATTEMPTS,
+            30.0,
+            base_seconds=0.5,
+            sleep=self._sleep,
+            redactor=self._redactor,
+            retry_statuses=SPENDING_RETRY_STATUSES if spends else RETRY_STATUSES,
+            retry_errors=UNSENT_ERRORS if spends else TRANSIENT_ERRORS,
         )
         try:
             response, _ = policy.call(send)
@@ -379,6 +415,18 @@ class TokenFlow(ApiAuth):
                 f"{where} did not answer: {self._redactor.text(str(exc))}; "
                 "try again later or check token_url"
             ) from None
+        except httpx.TransportError as exc:
+            if not spends or not isinstance(exc, TRANSIENT_ERRORS):
+                raise
+            what = self._redactor.text(f"{type(exc).__name__}: {exc}")
+            raise GrantInDoubt(f"{where}: {what}", what=what) from None
+        if spends and response.status_code >= 500:
+            what = f"HTTP {response.status_code}"
+            raise GrantInDoubt(f"{where}: {what}", what=what)
+        return self._token_of(response, where)
+
+    def _token_of(self, response: httpx.Response, where: str) -> dict[str, Any]:
+        """The JSON body of a successful token answer; `TokenEndpointError` for a refusal."""
         try:
             body = response.json()
         except ValueError:
@@ -439,8 +487,10 @@ class ClientCredentialsFlow(TokenFlow):
         if previous is not None and previous.refresh_token:
             form = {"grant_type": "refresh_token", "refresh_token": previous.refresh_token}
             try:
-                body = self._post_token({**form, **extra}, basic=basic)
+                body = self._post_token({**form, **extra}, basic=basic, spends=True)
                 return self._token_from(body, keep_refresh=previous.refresh_token)
+            except GrantInDoubt:
+                pass  # it may be spent: never presented again; the client credentials spend nothing
             except TokenEndpointError as exc:
                 if exc.error != "invalid_grant":
                     raise
@@ -475,14 +525,16 @@ class RefreshTokenFlow(TokenFlow):
         self.store = store
         self.store_key = credential_key(self.token_url, client_id)
 
-    def _stored(self) -> str:
+    def _stored(self) -> tuple[str, str | None]:
+        """The refresh token to spend next, and what happened when a grant that presented it
+        got no answer (`in_doubt`; None when it may be spent)."""
         raw = self.store.get(self.store_key)
         if raw is None:
-            return self._initial
+            return self._initial, None
         try:
             record = json.loads(raw)
         except ValueError:
-            return raw.strip()
+            return raw.strip(), None
         if (
             isinstance(record, dict)
             and record.get("seed") == self._seed
@@ -490,8 +542,29 @@ class RefreshTokenFlow(TokenFlow):
         ):
             token = str(record["refresh_token"])
             self._redactor.add(token, runtime=True)
-            return token
-        return self._initial
+            in_doubt = record.get("in_doubt")
+            return token, str(in_doubt) if in_doubt else None
+        return self._initial, None
+
+    def _keep(self, refresh_token: str, *, in_doubt: str | None = None) -> None:
+        record = {"refresh_token": refresh_token, "seed": self._seed}
+        if in_doubt is not None:
+            record["in_doubt"] = in_doubt
+        self.store.put(self.store_key, json.dumps(record))  # fsync-ed before anyone goes on
+
+    def _in_doubt_error(self, what: str, *, earlier: bool) -> AuthError:
+        when = "an earlier refresh token grant" if earlier else "the refresh token grant"
+        path = self.store.directory / f"{self.store_key}.secret"
+        return AuthError(
+            f"source `{self.source_name}`: {when} to {self._redactor.url(self.token_url)} failed "
+            f"after it was sent ({what}): the provider may have rotated the refresh token "
+            "and the answer was lost. It is not sent again, by this run or any other, because a "
+            "provider that sees a spent refresh token again revokes the whole token family. "
+            "Check the application's grant at the provider: if it was revoked (or you cannot "
+            "tell), authorize the application again and set the new refresh_token of this "
+            "source (a new one replaces what the credential store kept); if it is still valid, "
+            f"set refresh_token to the `refresh_token` kept in {path} and delete that file"
+        )
 
     def _obtain(self, previous: Token | None) -> Token:
         form: dict[str, str] = {"grant_type": "refresh_token"}
@@ -504,9 +577,18 @@ class RefreshTokenFlow(TokenFlow):
                 form["client_secret"] = self._secret
         with self.store.lock(self.store_key):
             # re-read inside the lock: another process may have rotated it already
-            current = self._stored()
+            current, in_doubt = self._stored()
+            if in_doubt is not None:
+                raise self._in_doubt_error(in_doubt, earlier=True)
             try:
-                body = self._post_token({**form, "refresh_token": current}, basic=basic)
+                body = self._post_token(
+                    {**form, "refresh_token": current}, basic=basic, spends=True
+                )
+            except GrantInDoubt as exc:
+                # marked in the store: no thread, step or later run presents it again unasked
+                when = f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
+                self._keep(current, in_doubt=f"{exc.what}, at {when}")
+                raise self._in_doubt_error(exc.what, earlier=False) from None
             except TokenEndpointError as exc:
                 if exc.error == "invalid_grant":
                     raise AuthError(
@@ -518,9 +600,7 @@ class RefreshTokenFlow(TokenFlow):
                 raise
             token = self._token_from(body, keep_refresh=current)
             if token.refresh_token and token.refresh_token != current:
-                # stored (fsync-ed) before the new access token is used
-                record = {"refresh_token": token.refresh_token, "seed": self._seed}
-                self.store.put(self.store_key, json.dumps(record))
+                self._keep(token.refresh_token)  # before the new access token is used
         return token
 
 
@@ -802,7 +882,10 @@ def build_auth(
             "allowed_origins": origins,
         },
     )
-    return FLOWS[auth.type](auth, context)
+    built = FLOWS[auth.type](auth, context)
+    static = [source.headers, *(e.headers for e in source.endpoints)]
+    built.keep_home(dict.fromkeys(h for hs in static for h in hs if is_credential_header(h)))
+    return built
 
 
 @flow("none")

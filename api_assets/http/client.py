@@ -2,7 +2,8 @@
 response becomes a `Page` with its evidence.
 
 One `SourceClient` per source per process (`get_client`) holds one keep-alive `httpx.Client`, the
-source's auth (with its shared token cache), its rate limiter and its redactor. `get_page()` sends
+source's auth (with its shared token cache), its rate limiter, its redactor (also masking the
+HTTP libraries' logs) and the origin rules of its next URLs. `get_page()` sends
 one page request (with retries) and returns the `Page` and what a paginator may read of the
 answer; walking a whole series is `api_assets.pagination.series`.
 """
@@ -18,12 +19,19 @@ import httpx
 import orjson
 
 from api_assets.config.models import EndpointConfig, SourceConfig
-from api_assets.errors import ApiAssetsError, AuthError, FetchError
+from api_assets.errors import (
+    ApiAssetsError,
+    AuthError,
+    FetchError,
+    ResponseTooSlow,
+    ServerWaitTooLong,
+)
 from api_assets.http.auth import build_auth
 from api_assets.http.connection import client_options
 from api_assets.http.decoding import BadEncoding, decode
+from api_assets.http.origins import NextOrigins
 from api_assets.http.ratelimit import get_limiter
-from api_assets.http.redact import Redactor
+from api_assets.http.redact import Redactor, redact_logs
 from api_assets.http.retry import RetriesExhausted, RetryableBody, RetryPolicy
 from api_assets.pages import EVIDENCE_HEADERS, FetchStats, Page, PageRequest, Response
 from api_assets.records import NotRecords, records_in
@@ -73,6 +81,9 @@ class SourceClient:
     ):
         self.source = source
         self.redactor = Redactor.for_source(source)
+        # httpx logs every request's whole URL (INFO), query keys and all
+        redact_logs(self.redactor)
+        self.next_origins = NextOrigins(source)
         self.auth = build_auth(
             source, redactor=self.redactor, credential_dir=credential_dir, transport=transport
         )
@@ -237,6 +248,7 @@ class SourceClient:
                 self.source.retry.max_backoff_seconds,
                 on_retry=counts.on_retry,
                 redactor=self.redactor,
+                max_pause_seconds=self.source.rate_limit.max_pause_seconds,
             )
         try:
             return policy.call(send)
@@ -247,9 +259,10 @@ class SourceClient:
                 url=self.redactor.url(shown),
             ) from None
         except ApiAssetsError as exc:
-            if isinstance(exc, RetriesExhausted) and exc.status == 429:
-                # The 429 that exhausted the attempts was never seen by `on_retry` (no retry
-                # followed it): count it here, so `throttled` is every 429 the server sent.
+            if isinstance(exc, RetriesExhausted | ServerWaitTooLong) and exc.status == 429:
+                # The 429 that exhausted the attempts (or asked for too long a wait) was never
+                # seen by `on_retry` (no retry followed it): count it here, so `throttled` is
+                # every 429 the server sent.
                 counts.add(throttled=1)
             wrapped = type(exc)(
                 self.redactor.text(f"{self.where(endpoint, self._request_url(url, params))}: {exc}")
@@ -270,6 +283,8 @@ class SourceClient:
         in bounded steps, so a decompression bomb stops at the cap. Returns the response with
         the decoded body (and no Content-Encoding left to undo) and the encoding it came in."""
         cap, wire_cap = self.source.max_page_bytes, self.source.wire_page_bytes
+        # every read waits at most `timeout_seconds`; the whole response, this long
+        deadline = time.monotonic() + self.source.deadline_seconds
         with self.http.stream(
             endpoint.method, url, params=params, headers=endpoint.headers or None
         ) as response:
@@ -283,7 +298,7 @@ class SourceClient:
                 # a transport that hands over a body already read and decoded (MockTransport)
                 wire, encoding = iter([response.content]), None
             else:
-                wire = self._wire(endpoint, url, response, wire_cap, encoding)
+                wire = self._wire(endpoint, url, response, wire_cap, encoding, deadline)
             chunks: list[bytes] = []
             size = 0
             try:
@@ -316,10 +331,24 @@ class SourceClient:
         response: httpx.Response,
         cap: int,
         encoding: str | None,
+        deadline: float,
     ) -> Iterator[bytes]:
-        """The body's bytes as received, at most `cap` of them."""
+        """The body's bytes as received, at most `cap` of them, and none after `deadline` (a
+        `time.monotonic()`): a body trickled slower than that is `ResponseTooSlow`, retried
+        like a timeout."""
         size = 0
-        for chunk in response.iter_raw():
+        chunks = response.iter_raw()
+        while True:
+            if time.monotonic() > deadline:  # before each read: after the headers, each chunk
+                raise ResponseTooSlow(
+                    "the response was still arriving after `request_deadline_seconds` "
+                    f"({self.source.deadline_seconds:g} s; {size} bytes of body read, each read "
+                    "within `timeout_seconds`): a server trickling its answer; raise "
+                    "`request_deadline_seconds` if the API is this slow on purpose"
+                )
+            chunk = next(chunks, None)
+            if chunk is None:
+                return
             size += len(chunk)
             if size > cap:
                 raise PageTooLarge(self._too_large(endpoint, url, size, cap, encoding, wire=True))

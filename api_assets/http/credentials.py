@@ -4,6 +4,8 @@ One file per credential under `$DAGSTER_HOME/credentials/` (folder 0700, files 0
 with those modes rather than chmod-ed afterwards), replaced atomically (temp file, fsync,
 `os.replace`). `lock(key)` is an exclusive `flock` on a sibling lock file, so that two processes
 never spend the same refresh token: inside the lock, re-read the stored value first.
+(`auth.RefreshTokenFlow` keeps a small JSON record: the token, which configured token it
+descends from, and `in_doubt` once a grant that presented it failed after it was sent.)
 
 The store refuses to live under the data root: data may be shared or published, secrets may not.
 """

@@ -134,6 +134,25 @@ def parse_rate_limit(headers: Mapping[str, str], now_epoch: float) -> RateLimitS
     return None
 
 
+_RESET_HEADERS = {
+    "ratelimit": "RateLimit",
+    "ratelimit-reset": "RateLimit-Reset",
+    "x-ratelimit-reset": "X-RateLimit-Reset",
+    "x-rate-limit-reset": "X-Rate-Limit-Reset",
+    "x-ratelimit-reset-after": "X-RateLimit-Reset-After",
+    "x-rate-limit-reset-after": "X-Rate-Limit-Reset-After",
+}
+
+
+def reset_header(headers: Mapping[str, str]) -> str:
+    """The name of the header a reset came from, for a message (`X-RateLimit-Reset`)."""
+    present = {k.lower() for k in headers}
+    for name, shown in _RESET_HEADERS.items():
+        if name in present:
+            return shown
+    return "the rate-limit reset"
+
+
 _WINDOW = re.compile(r"(?:^|;)\s*w\s*=\s*\"?(\d+(?:\.\d+)?)", re.IGNORECASE)
 _QUOTA = re.compile(r"(?:^|;)\s*q\s*=\s*\"?(\d+(?:\.\d+)?)", re.IGNORECASE)
 

@@ -22,6 +22,10 @@ and those answered after it went out.
   evenly over the time to the reset; at zero every caller pauses until the reset.
 - On a 429, every caller pauses until `Retry-After` (or the reset). A pause also holds back the
   requests that were already waiting for a start time inside it.
+- No wait the server asks for is longer than `max_pause_seconds` (`rate_limit.max_pause_seconds`):
+  a longer `Retry-After`, reset or declared refill is not slept through; the next request of
+  this process fails at once with `ServerWaitTooLong`, naming the header and the wait (the
+  answer that asked for it is still used). Pacing spaces requests at most that far apart.
 
 With `shared_path`, the bucket state lives in a small file updated under `fcntl.flock`, so that
 several processes on one machine (parallel Dagster steps and runs of the same source) share one
@@ -46,11 +50,14 @@ from pathlib import Path
 from types import TracebackType
 
 from api_assets.config.models import RateLimitConfig
+from api_assets.errors import ServerWaitTooLong
 from api_assets.http.headers import (
+    RateLimitState,
     header,
     parse_rate_limit,
     parse_refill_rate,
     parse_retry_after,
+    reset_header,
 )
 
 DEFAULT_PAUSE_SECONDS = 1.0  # a 429 or an empty budget that does not say for how long
@@ -150,7 +157,7 @@ class RateLimiter:
         shared_path: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        max_pause_seconds: float = 3600.0,
+        max_pause_seconds: float = 300.0,
     ):
         if requests_per_second <= 0 or burst < 1 or max_concurrency < 1:
             raise ValueError("requests_per_second > 0, burst >= 1 and max_concurrency >= 1")
@@ -187,6 +194,8 @@ class RateLimiter:
         self._server_interval = 0.0
         # False once a 429 showed that a declared window does not refill evenly
         self._trust_refill = True
+        # a wait the server asked for past `max_pause_seconds`: (what asked, seconds, until)
+        self._refusal: tuple[str, float, float] | None = None
 
     def __repr__(self) -> str:
         mode = f", shared={self.shared_path}" if self.shared_path else ""
@@ -214,14 +223,16 @@ class RateLimiter:
             while True:
                 with self._lock:
                     now = self._clock()
+                    self._check_refusal(now)
                     start = self._reserve_start(now)
                 wait = start - now
                 if wait > 0:
                     self._sleep(wait)
                 with self._lock:
                     # A pause announced while this request slept (the budget ran out, a 429)
-                    # covers it too: it asks for a new start, after the pause.
-                    if self._pause_seen > start:
+                    # covers it too: it asks for a new start, after the pause (or fails, when
+                    # the server asked for longer than `max_pause_seconds`).
+                    if self._pause_seen > start or self._refusal is not None:
                         continue
                     # Last, right before it goes out: one of the requests the server's bucket
                     # holds, as its newest answer counted them (those on the wire took theirs).
@@ -233,6 +244,9 @@ class RateLimiter:
                 # Not yet: wait for the server, then ask our own bucket again (the start it
                 # granted goes back unused), so that our rate and burst hold at the real start.
                 self._give_back()
+                if hold > self.max_pause_seconds:
+                    what = "the refill its RateLimit-Policy declares"
+                    raise wait_too_long(hold, what, self.max_pause_seconds)
                 self._sleep(hold)
             self._local.sent = sent
             return max(0.0, now - t0) + max(0.0, wait)
@@ -254,6 +268,17 @@ class RateLimiter:
             return 0.0
 
         self._update(change)
+
+    def _check_refusal(self, now: float) -> None:
+        """Under the lock: raise while a wait the server asked for past `max_pause_seconds`
+        lasts (nothing was reserved yet)."""
+        if self._refusal is None:
+            return
+        asked_by, seconds, until = self._refusal
+        if now >= until:
+            self._refusal = None
+            return
+        raise wait_too_long(seconds, asked_by, self.max_pause_seconds, left=until - now)
 
     def _take_server_token(self, now: float) -> float:
         """Under the lock: 0 after taking one request of the server's bucket (when it is
@@ -298,16 +323,14 @@ class RateLimiter:
             return  # the common case costs one scan of the header names
         state = parse_rate_limit(headers, time.time())
         if status == 429:
-            retry_after = header(headers, "retry-after")
-            pause = parse_retry_after(retry_after, datetime.now(UTC)) if retry_after else None
-            if pause is None and state is not None:
-                pause = state.reset_after_seconds
+            pause, asked_by = _asked_wait(headers, state)
             if sent is None or sent[1]:
                 # Refused although it followed the server's bucket as announced: a fixed
                 # window, or a budget others spend too. Trust only `remaining` from now on.
                 with self._lock:
                     self._trust_refill = False
-            self._pause(DEFAULT_PAUSE_SECONDS if pause is None else pause, forget_server=True)
+            wait = DEFAULT_PAUSE_SECONDS if pause is None else pause
+            self._pause(wait, forget_server=True, asked_by=asked_by)
             return
         if state is None or state.remaining is None:
             return
@@ -334,7 +357,8 @@ class RateLimiter:
         # remaining budget over it would run below the configured rate for nothing.
         low = max(2 * self.max_concurrency, 0.1 * (state.limit or 0))
         if budget <= 0:
-            self._pause(DEFAULT_PAUSE_SECONDS if reset is None else reset)
+            asked_by = None if reset is None else reset_header(headers)
+            self._pause(DEFAULT_PAUSE_SECONDS if reset is None else reset, asked_by=asked_by)
         elif reset is not None and reset > 0 and budget <= low:
             self._pace(reset / budget, reset)
         elif reset is not None and reset > 0:
@@ -347,10 +371,21 @@ class RateLimiter:
             else:
                 self._shared.update(change)
 
-    def _pause(self, seconds: float, *, forget_server: bool = False) -> None:
+    def _pause(
+        self, seconds: float, *, forget_server: bool = False, asked_by: str | None = None
+    ) -> None:
         """Nobody starts for `seconds`; then requests resume at the rate, without a burst.
-        `forget_server`: stop following the server's bucket (its refill was not what it said)."""
-        seconds = min(max(0.0, seconds), self.max_pause_seconds)
+        `forget_server`: stop following the server's bucket (its refill was not what it said).
+        `asked_by`: the header that asked for it; over `max_pause_seconds`, nobody waits: the
+        next request fails instead (`_check_refusal`)."""
+        seconds = max(0.0, seconds)
+        if asked_by is not None and seconds > self.max_pause_seconds:
+            with self._lock:
+                self._refusal = (asked_by, seconds, self._clock() + seconds)
+                if forget_server:
+                    self._server_interval = 0.0
+            return
+        seconds = min(seconds, self.max_pause_seconds)
         until = self._clock() + seconds
         with self._lock:
             if until > self._pause_seen:
@@ -382,6 +417,7 @@ class RateLimiter:
     def _pace(self, interval: float, seconds: float) -> None:
         """Space requests `interval` apart for `seconds` (or stop pacing if our rate is slower)."""
         now = self._clock()
+        interval = min(interval, self.max_pause_seconds)  # no single wait longer than that
         pacing = interval > self._interval
 
         def change(b: _Bucket) -> float:
@@ -392,6 +428,31 @@ class RateLimiter:
             return 0.0
 
         self._update(change)
+
+
+def _asked_wait(
+    headers: Mapping[str, str], state: RateLimitState | None
+) -> tuple[float | None, str | None]:
+    """The wait a 429 asks for and the header that asks: `Retry-After`, else the reset."""
+    retry_after = header(headers, "retry-after")
+    pause = parse_retry_after(retry_after, datetime.now(UTC)) if retry_after else None
+    if retry_after and pause is not None:
+        return pause, f"Retry-After: {retry_after.strip()[:40]}"
+    if state is not None and state.reset_after_seconds is not None:
+        return state.reset_after_seconds, reset_header(headers)
+    return None, None
+
+
+def wait_too_long(
+    seconds: float, asked_by: str, limit: float, left: float | None = None
+) -> ServerWaitTooLong:
+    """The error for a wait the server asked for past `rate_limit.max_pause_seconds`."""
+    still = "" if left is None else f", {left:.0f} s of it still to go"
+    return ServerWaitTooLong(
+        f"the server asked every request to wait {seconds:.0f} s ({asked_by}){still}, longer "
+        f"than `rate_limit.max_pause_seconds` ({limit:g} s): failing now instead of sleeping; "
+        "run again once the wait is over, or raise `rate_limit.max_pause_seconds` to wait it out"
+    )
 
 
 def _mentions_budget(headers: Mapping[str, str]) -> bool:
@@ -430,6 +491,7 @@ def get_limiter(key: str, config: RateLimitConfig, shared_dir: Path | None) -> R
                 config.burst,
                 config.max_concurrency,
                 shared_path=None if shared_dir is None else shared_file(shared_dir, key),
+                max_pause_seconds=config.max_pause_seconds,
             )
             _REGISTRY[registry_key] = limiter
         return limiter

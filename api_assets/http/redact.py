@@ -4,7 +4,9 @@ A secret is registered once (`add`) and is then masked wherever it shows up: in 
 (`text`), in URLs (`url`: userinfo dropped, secret query parameters masked), in parameter dicts
 (`params`) and in header dicts (`headers`). Static secrets come from the sources file
 (`Redactor.for_source`); runtime secrets (access tokens, rotated refresh tokens, signed JWTs) are
-registered by the auth flows the moment they are obtained, before they are ever sent.
+registered by the auth flows the moment they are obtained, before they are ever sent. Every
+`SourceClient` hands its redactor to `redact_logs`, which masks them in the HTTP libraries' logs
+(httpx prints each request's whole URL at INFO) at any level.
 
 Thread-safe: registrations swap an immutable snapshot under a lock; lookups read the current
 snapshot without locking, so the hot path (one `url()`/`params()` per request) stays cheap.
@@ -12,8 +14,10 @@ snapshot without locking, so the hot path (one `url()`/`params()` per request) s
 
 import base64
 import dataclasses
+import logging
 import re
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +56,12 @@ SECRET_PARAMS = frozenset(
 
 # A header or parameter name that looks like it holds a credential (used for static config).
 _SECRET_NAME = re.compile(r"auth|token|secret|passw|api[-_]?key|^key$|signature|cookie", re.I)
+
+
+def is_credential_header(name: str) -> bool:
+    """A header name that carries a credential, or looks like it does (`Private-Token`,
+    `X-Auth-User`): its value is masked, and it is never sent outside the source's origin."""
+    return name.lower() in SECRET_HEADERS or _SECRET_NAME.search(name) is not None
 
 
 RUNTIME_SECRETS = 256  # runtime secrets remembered (each URL-encoded form counts)
@@ -152,7 +162,7 @@ class Redactor:
         static_headers = [source.headers, *(e.headers for e in source.endpoints)]
         for headers in static_headers:
             for header_name, header_value in headers.items():
-                if _SECRET_NAME.search(header_name):
+                if is_credential_header(header_name):
                     redactor.add_header_name(header_name)
                     redactor.add(_credential_part(header_value))
         for endpoint in source.endpoints:
@@ -217,6 +227,80 @@ class Redactor:
             else:
                 out[name] = value
         return out
+
+
+# --- logs ----------------------------------------------------------------------------------
+
+# The loggers that print what is sent: httpx's request line (INFO: the whole URL, query and all),
+# httpcore's connection traces and hpack's header blocks (DEBUG), and our own. A logger's filters
+# see only the records logged to it, not its children's, so each one is named.
+REDACTED_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+    "hpack",
+    "hpack.hpack",
+    "hpack.table",
+    "api_assets",
+)
+
+_URL_IN_TEXT = re.compile(r"https?://[^\s\"'<>]+")
+# a header as httpcore and hpack print one: `(b'set-cookie', b'sid=...')`
+_HEADER_IN_TEXT = re.compile(r"\(b?(['\"])(?P<name>[^'\"]*)\1, b?(['\"])(?P<value>.*?)\3\)")
+_live_redactors: "weakref.WeakSet[Redactor]" = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+class SecretLogFilter(logging.Filter):
+    """Masks the secrets of every live `Redactor` handed to `redact_logs` in each record of the
+    loggers it is on: the message is formatted once, masked (the values of credential headers
+    as httpcore and hpack print them, URLs as `Redactor.url` masks them, then every secret
+    value) and replaces `msg` and `args`. Free while a level is off: no record is made."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with _live_lock:
+            redactors = list(_live_redactors)
+        if not redactors:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format: the handler would print the args as they are
+            message = f"{record.msg} {record.args!r}"
+        # credential headers by name (a cookie the server set is no known secret), then values
+        shown = _HEADER_IN_TEXT.sub(_masked_header, message)
+        for redactor in redactors:
+            shown = _masked_log_text(redactor, shown)
+        if shown != message or record.args:
+            record.msg, record.args = shown, ()
+        return True
+
+
+def _masked_header(match: re.Match[str]) -> str:
+    whole = match.group(0)
+    if not match["value"] or not is_credential_header(match["name"]):
+        return whole
+    start, end = (i - match.start() for i in match.span("value"))
+    return whole[:start] + MASK + whole[end:]
+
+
+def _masked_log_text(redactor: Redactor, text: str) -> str:
+    return redactor.text(_URL_IN_TEXT.sub(lambda m: redactor.url(m.group(0)), text))
+
+
+_LOG_FILTER = SecretLogFilter()
+
+
+def redact_logs(redactor: Redactor) -> None:
+    """Mask `redactor`'s secrets in every record of `REDACTED_LOGGERS`, at any level, for as long
+    as the redactor lives. Idempotent: the one filter is added to each logger once."""
+    with _live_lock:
+        _live_redactors.add(redactor)
+    for name in REDACTED_LOGGERS:
+        logging.getLogger(name).addFilter(_LOG_FILTER)  # a no-op when it is there already
 
 
 def secret_values(model: BaseModel) -> Iterable[SecretStr]:

@@ -24,21 +24,32 @@ from tenacity import RetryCallState, RetryError, Retrying, stop_after_attempt
 from tenacity.retry import retry_base, retry_if_exception
 from tenacity.wait import wait_base
 
-from api_assets.errors import ConnectionSetupError, FetchError
+from api_assets.errors import ConnectionSetupError, FetchError, ResponseTooSlow
 from api_assets.http.connection import disconnect_hint, refusal
-from api_assets.http.headers import header, parse_rate_limit, parse_retry_after
+from api_assets.http.headers import header, parse_rate_limit, parse_retry_after, reset_header
+from api_assets.http.ratelimit import wait_too_long
 from api_assets.http.redact import Redactor
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
-# Transport failures worth another try: timeouts, refused/reset connections, a connection the
-# server dropped mid-response. Not UnsupportedProtocol or LocalProtocolError (our own mistakes),
-# nor a `connection.refusal` (a certificate not verified, a client certificate refused, a 407).
+# Transport failures worth another try: timeouts (and a response past its deadline),
+# refused/reset connections, a connection the server dropped mid-response. Not
+# UnsupportedProtocol or LocalProtocolError (our own mistakes), nor a `connection.refusal` (a
+# certificate not verified, a client certificate refused, a 407).
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     httpx.TimeoutException,
+    ResponseTooSlow,
     httpx.NetworkError,
     httpx.RemoteProtocolError,
     httpx.ProxyError,
+)
+
+# Transport failures that prove the request never reached the server: no connection was made,
+# so nothing was sent. What a request that spends something (a rotating refresh token) may retry.
+UNSENT_ERRORS: tuple[type[Exception], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
 )
 
 
@@ -100,10 +111,12 @@ class retry_if_status(retry_base):
         return isinstance(result, httpx.Response) and result.status_code in self.statuses
 
 
-def retry_if_transient_error() -> retry_base:
-    """Retry timeouts, connection errors and dropped connections, but not a refusal by TLS or
-    the proxy: the same certificate is refused again."""
-    return retry_if_exception(lambda exc: isinstance(exc, TRANSIENT_ERRORS) and not refusal(exc))
+def retry_if_transient_error(
+    errors: tuple[type[Exception], ...] = TRANSIENT_ERRORS,
+) -> retry_base:
+    """Retry timeouts, connection errors and dropped connections (`errors`), but not a refusal
+    by TLS or the proxy: the same certificate is refused again."""
+    return retry_if_exception(lambda exc: isinstance(exc, errors) and not refusal(exc))
 
 
 class retry_body_once(retry_base):
@@ -140,17 +153,36 @@ class wait_full_jitter(wait_base):
 
 class wait_server_hint(wait_base):
     """What the server asked for (`Retry-After`, seconds or HTTP-date; on a 429 without it, the
-    rate-limit reset), else `fallback`."""
+    rate-limit reset), else `fallback`. A hint over `max_seconds` is not waited for: it raises
+    `ServerWaitTooLong` naming the header (`rate_limit.max_pause_seconds`)."""
 
     def __init__(
-        self, fallback: wait_base, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        fallback: wait_base,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_seconds: float | None = None,
     ):
         self.fallback = fallback
         self.now = now
+        self.max_seconds = max_seconds
 
     def __call__(self, retry_state: RetryCallState) -> float:
-        hint = self.hint(_response_of(retry_state))
-        return self.fallback(retry_state) if hint is None else hint
+        response = _response_of(retry_state)
+        hint = self.hint(response)
+        if hint is None:
+            return self.fallback(retry_state)
+        if self.max_seconds is not None and hint > self.max_seconds and response is not None:
+            retry_after = header(response.headers, "retry-after")
+            asked_by = (
+                f"Retry-After: {retry_after.strip()[:40]}"
+                if retry_after is not None
+                and parse_retry_after(retry_after, self.now()) is not None
+                else reset_header(response.headers)
+            )
+            error = wait_too_long(hint, asked_by, self.max_seconds)
+            error.status = response.status_code
+            raise error
+        return hint
 
     def hint(self, response: httpx.Response | None) -> float | None:
         if response is None:
@@ -184,7 +216,10 @@ class wait_clamped(wait_base):
 
 class RetryPolicy:
     """Retries 429, 500, 502, 503, 504, transport errors and (once) `RetryableBody`, with
-    full-jitter exponential backoff that yields to the server's `Retry-After`.
+    full-jitter exponential backoff that yields to the server's `Retry-After`. `retry_statuses`
+    and `retry_errors` narrow that (a request that must not reach the server twice: 429 and
+    `UNSENT_ERRORS` only). With `max_pause_seconds`, a wait the server asks for past it is not
+    waited for: `ServerWaitTooLong` (not retried) names the header and the wait.
 
     `on_retry(event: RetryEvent)` is called before each wait (count retries and 429s there).
     Thread-safe: every `call` builds its own tenacity controller.
@@ -200,8 +235,10 @@ class RetryPolicy:
         on_retry: Callable[[RetryEvent], Any] | None = None,
         min_wait_seconds: float = 0.05,
         retry_statuses: frozenset[int] = RETRY_STATUSES,
+        retry_errors: tuple[type[Exception], ...] = TRANSIENT_ERRORS,
         redactor: Redactor | None = None,
         rng: random.Random | None = None,
+        max_pause_seconds: float | None = None,
     ):
         self.max_attempts = max(1, int(max_attempts))
         self.max_backoff_seconds = float(max_backoff_seconds)
@@ -210,11 +247,16 @@ class RetryPolicy:
         self._redactor = redactor or Redactor()
         self.stop = stop_after_attempt(self.max_attempts)
         self.wait = wait_clamped(
-            wait_server_hint(wait_full_jitter(base_seconds, self.max_backoff_seconds, rng)),
+            wait_server_hint(
+                wait_full_jitter(base_seconds, self.max_backoff_seconds, rng),
+                max_seconds=max_pause_seconds,
+            ),
             floor=min_wait_seconds,
             cap=self.max_backoff_seconds,
         )
-        self.retry: retry_base = retry_if_status(retry_statuses) | retry_if_transient_error()
+        self.retry: retry_base = retry_if_status(retry_statuses) | retry_if_transient_error(
+            retry_errors
+        )
 
     def __repr__(self) -> str:
         return f"RetryPolicy(max_attempts={self.max_attempts}, max_backoff={self.max_backoff_seconds}s)"

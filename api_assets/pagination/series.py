@@ -11,11 +11,14 @@ and when the API signalled the last page; the series adds the rules every style 
 - a full last page of a stated total is followed by one probe past it (an understated total
   would otherwise lose records), and records found there are counted as evidence;
 - `max_pages` caps the series and says so (`stop_reason` "max_pages": not proof of completeness);
+- a next URL on another origin is refused unless the source allows it (`http/origins.py`);
+- a child's parent values are pasted into its path as one escaped segment each (`fill_path`);
 - empty and short pages before the last, stated totals and their timeline go into `stats`.
 """
 
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -76,7 +79,7 @@ class Series:
         self.client, self.endpoint, self.stats = client, endpoint, stats
         self.counts = SeriesCounts(stats)
         self.paginator: Paginator = make_paginator(endpoint.paginator)
-        self.path = endpoint.path.format(**path_values) if path_values else endpoint.path
+        self.path = fill_path(endpoint.path, path_values) if path_values else endpoint.path
         self.base = {**endpoint.params, **(params or {})}
         self.path_values, self.prepare = path_values, prepare
         self.max_pages = endpoint.paginator.max_pages
@@ -175,6 +178,8 @@ class Series:
                     f"{' ' + redactor.url(req_next.url) if req_next.url else ''})"
                 )
             self.seen_requests.add(fp)
+            if req_next.url is not None:
+                self._check_origin(req_next.url, page)
             self.index += 1
             current, reasked = req_next, False
             page, view = self.get(req_next, self.index)
@@ -264,6 +269,15 @@ class Series:
                 f"count announced it"
             )
 
+    def _check_origin(self, url: str, page: Page) -> None:
+        """A next URL on a foreign origin is refused before anything is sent there."""
+        refusal = self.client.next_origins.refusal(url)
+        if refusal is not None:
+            raise PaginationError(
+                f"{self.client.where(self.endpoint, page.url)}: next URL "
+                f"{self.client.redactor.url(url)}: {refusal}"
+            )
+
     def _next_request(self, view: Response, page: Page) -> PageRequest | None:
         """The paginator's next request; its errors name the source, endpoint and URL."""
         try:
@@ -284,6 +298,18 @@ class Series:
                 tuple(_hashable(lookup(last, k)) for k in keys),
             )
         return (page.sha256,)
+
+
+def fill_path(template: str, values: dict[str, Any]) -> str:
+    """A child endpoint's path with its parent's values, each one whole path segment: `/`, `?`,
+    `#` and `%` are percent-encoded, and a value that is `.` or `..` is encoded as `%2E` /
+    `%2E%2E`, so that no value reaches another path or adds a query."""
+    return template.format(**{name: _segment(value) for name, value in values.items()})
+
+
+def _segment(value: Any) -> str:
+    text = quote(str(value), safe="")
+    return text.replace(".", "%2E") if text in (".", "..") else text
 
 
 def _hashable(value: Any) -> Any:

@@ -14,9 +14,13 @@ second receiver out). It GROUP-COMMITS: callers `submit` events from any thread;
 thread takes everything queued, writes it in one `write`, `fdatasync`s once, and only then
 resolves the callers' futures. A future resolves to `"stored"`, or to `"duplicate"` for an event
 id already on disk (the id set is rebuilt from the segments at start, so dedup survives restarts)
-or already in flight (that caller waits until the first copy is durable). Each writer start
-opens a new segment, so a torn tail is only ever at the end of a segment nobody appends to.
-A write or fsync error fails the batch and every later submit (`LandingError`): what reached the
+or already in flight (that caller waits until the first copy is durable). With a
+`replay_window_seconds`, an event submitted with a `digest` (the signed content's SHA-256, for
+schemes whose signature does not cover the id) is also a `"duplicate"` when one with the same
+digest was received within that window, whatever its id. The digest is a member of the event's
+own line (`"digest":"<hex>"`, before `crc32`), so it is exactly as durable as the event, and the
+digests of the window are rebuilt with the ids at start. Each writer start opens a new segment,
+so a torn tail is only ever at the end of a segment nobody appends to. A write or fsync error fails the batch and every later submit (`LandingError`): what reached the
 disk is then unknown until a restart rereads it, and answering 2xx blindly could lose an event.
 
 `LandingReader` reads without locks and never writes: `read_from(offset)` returns the complete
@@ -32,13 +36,15 @@ import logging
 import os
 import re
 import threading
+import time
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
@@ -69,6 +75,9 @@ class LandedEvent(TypedDict):
     event_type: str | None
     received_at: str  # UTC ISO 8601 with microseconds
     payload: str  # the body's JSON text, as received
+    # hex SHA-256 of the signed content, for schemes whose signature does not cover the id
+    # (`signing.replay_window`); absent otherwise
+    digest: NotRequired[str]
 
 
 # --- one line ---------------------------------------------------------------------------------
@@ -76,14 +85,15 @@ class LandedEvent(TypedDict):
 
 def encode_line(event: LandedEvent) -> bytes:
     """The self-checking JSONL line (with its newline) for `event`."""
-    body = orjson.dumps(
-        {
-            "event_id": event["event_id"],
-            "event_type": event["event_type"],
-            "received_at": event["received_at"],
-            "payload": event["payload"],
-        }
-    )
+    fields: dict[str, Any] = {
+        "event_id": event["event_id"],
+        "event_type": event["event_type"],
+        "received_at": event["received_at"],
+        "payload": event["payload"],
+    }
+    if "digest" in event:
+        fields["digest"] = event["digest"]
+    body = orjson.dumps(fields)
     return body[:-1] + b'%s%08x"}\n' % (_CRC_TAG, zlib.crc32(body))
 
 
@@ -106,18 +116,31 @@ def decode_line(line: bytes) -> LandedEvent | None:
         and isinstance(obj.get("received_at"), str)
         and isinstance(obj.get("payload"), str)
         and (obj.get("event_type") is None or isinstance(obj.get("event_type"), str))
+        and isinstance(obj.get("digest", ""), str)
     ):
         return None
-    return LandedEvent(
+    event = LandedEvent(
         event_id=obj["event_id"],
         event_type=obj.get("event_type"),
         received_at=obj["received_at"],
         payload=obj["payload"],
     )
+    if "digest" in obj:
+        event["digest"] = obj["digest"]
+    return event
 
 
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _timestamp(received_at: str) -> float | None:
+    """`received_at` as a POSIX timestamp (naive: UTC), or None when it does not parse."""
+    try:
+        at = datetime.fromisoformat(received_at)
+    except ValueError:
+        return None
+    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
 
 
 # --- offsets ----------------------------------------------------------------------------------
@@ -257,6 +280,8 @@ class _Queued:
     line: bytes
     event_id: str
     future: "Future[Outcome]"
+    digest: str | None = None
+    received: float = 0.0  # received_at as a POSIX timestamp
 
 
 class LandingWriter:
@@ -274,8 +299,14 @@ class LandingWriter:
         max_batch: int = DEFAULT_MAX_BATCH,
         segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES,
         fsync: bool = True,
+        replay_window_seconds: float | None = None,
     ):
         self.source = source
+        self._replay_window = replay_window_seconds
+        # digest -> when its event was received, for the events of the last replay window
+        self._digests: dict[str, float] = {}
+        self._digest_order: deque[tuple[float, str]] = deque()
+        self._pending_digests: dict[str, Future[Outcome]] = {}
         self.directory = layout.landing_dir(source)
         self._reader = LandingReader(layout, source)
         self._max_batch = max(1, max_batch)
@@ -292,7 +323,8 @@ class LandingWriter:
         self._fd: int | None = None
         self._segment_size = 0
         self._next_segment = 1
-        self.stats = {"stored": 0, "duplicates": 0, "batches": 0, "max_batch": 0}
+        # duplicates: by id or by digest; replays: the part of them caught by digest alone
+        self.stats = {"stored": 0, "duplicates": 0, "replays": 0, "batches": 0, "max_batch": 0}
 
     # lifecycle
 
@@ -317,16 +349,24 @@ class LandingWriter:
             last = SEGMENT_PATTERN.match(segments[-1])
             assert last is not None
             self._next_segment = int(last.group(1)) + 1
-        self._seen = {event["event_id"] for event, _ in self._reader.iter_from(None)}
+        self._seen = set()
+        now = time.time()
+        for event, _ in self._reader.iter_from(None):
+            self._seen.add(event["event_id"])
+            if self._replay_window is not None and "digest" in event:
+                received = _timestamp(event["received_at"])
+                if received is not None and now - received <= self._replay_window:
+                    self._remember_digest(event["digest"], received)
         self._thread = threading.Thread(
             target=self._run, name=f"landing-writer-{self.source}", daemon=True
         )
         self._thread.start()
         log.info(
-            "landing/%s: %d event ids on disk in %d segments",
+            "landing/%s: %d event ids on disk in %d segments (%d digests in the replay window)",
             self.source,
             len(self._seen),
             len(segments),
+            len(self._digests),
         )
         return self
 
@@ -376,34 +416,65 @@ class LandingWriter:
         payload: str,
         *,
         received_at: str | None = None,
+        digest: str | None = None,
     ) -> "Future[Outcome]":
-        """Queue one event; the future resolves once it (or its first copy) is durable."""
+        """Queue one event; the future resolves once it (or its first copy) is durable.
+
+        With a replay window, `digest` makes the event a duplicate of one with the same digest
+        received within the window (on disk or in flight), whatever its id."""
         future: Future[Outcome] = Future()
+        event = LandedEvent(
+            event_id=event_id,
+            event_type=event_type,
+            received_at=received_at or utc_now_iso(),
+            payload=payload,
+        )
+        received = _timestamp(event["received_at"]) or time.time()
+        if self._replay_window is None:
+            digest = None
+        elif digest is not None:
+            event["digest"] = digest
         with self._cond:
-            if event_id in self._seen:
+            known = event_id in self._seen
+            replayed = not known and digest is not None and self._replayed(digest, received)
+            if known or replayed:
                 self.stats["duplicates"] += 1
+                self.stats["replays"] += int(replayed)
                 future.set_result("duplicate")
                 return future
             if self._failure is not None or self._closing or self._thread is None:
                 future.set_exception(self._refusal())
                 return future
             first = self._pending.get(event_id)
+            if first is None and digest is not None:
+                first = self._pending_digests.get(digest)
+                self.stats["replays"] += int(first is not None)
             if first is not None:
                 self.stats["duplicates"] += 1
                 first.add_done_callback(lambda f: _chain_duplicate(f, future))
                 return future
-            line = encode_line(
-                LandedEvent(
-                    event_id=event_id,
-                    event_type=event_type,
-                    received_at=received_at or utc_now_iso(),
-                    payload=payload,
-                )
-            )
             self._pending[event_id] = future
-            self._queue.append(_Queued(line, event_id, future))
+            if digest is not None:
+                self._pending_digests[digest] = future
+            self._queue.append(_Queued(encode_line(event), event_id, future, digest, received))
             self._cond.notify()
         return future
+
+    def _replayed(self, digest: str, received: float) -> bool:
+        """Whether an event with `digest` was received within the replay window of `received`
+        (call with the condition held)."""
+        assert self._replay_window is not None
+        horizon = time.time() - self._replay_window
+        while self._digest_order and self._digest_order[0][0] < horizon:
+            at, old = self._digest_order.popleft()
+            if self._digests.get(old) == at:
+                del self._digests[old]
+        first = self._digests.get(digest)
+        return first is not None and abs(received - first) <= self._replay_window
+
+    def _remember_digest(self, digest: str, received: float) -> None:
+        self._digests[digest] = received
+        self._digest_order.append((received, digest))
 
     # the writer thread
 
@@ -426,6 +497,9 @@ class LandingWriter:
                 for q in batch:
                     self._seen.add(q.event_id)
                     del self._pending[q.event_id]
+                    if q.digest is not None:
+                        self._remember_digest(q.digest, q.received)
+                        del self._pending_digests[q.digest]
                 self.stats["stored"] += len(batch)
                 self.stats["batches"] += 1
                 self.stats["max_batch"] = max(self.stats["max_batch"], len(batch))
@@ -466,6 +540,8 @@ class LandingWriter:
             self._queue = []
             for q in failed:
                 self._pending.pop(q.event_id, None)
+                if q.digest is not None:
+                    self._pending_digests.pop(q.digest, None)
         for q in failed:
             q.future.set_exception(self._refusal())
 

@@ -14,6 +14,13 @@ Every scheme that signs a timestamp refuses one further than `tolerance_seconds`
 the past or in the future. `standard` secrets are `whsec_<base64 key>`; the others are used as
 their UTF-8 bytes. Digests are compared with `hmac.compare_digest`.
 
+Replays. `stripe` and `standard` sign the event id and a timestamp, so a captured delivery
+cannot be replayed outside the tolerance, nor under another id. `github` signs neither, and `hmac`
+with `event_id_header` does not sign its id: a captured delivery sent again under a fresh id
+verifies. For those, `VerifiedEvent.replay_digest` is the SHA-256 of the signed content (the
+body, or `"<ts>.<body>"`), which the landing keeps for `replay_window(config)` seconds: the same
+signed content again within the window is a duplicate, whatever id it carries.
+
 `verify` raises `WebhookError(401)` for a missing, malformed, wrong or stale signature (checked
 before anything else, so an unauthenticated caller learns nothing about the body), and
 `WebhookError(400)` for a body that is not JSON or lacks the event id. Secrets never appear in
@@ -54,6 +61,18 @@ class VerifiedEvent:
     event_type: str | None
     timestamp: int | None
     payload: Any = field(default=None, repr=False, compare=False)  # the parsed body
+    # hex SHA-256 of the signed content when the signature does not cover the id (see above)
+    replay_digest: str | None = field(default=None, repr=False)
+
+
+def replay_window(config: WebhooksConfig) -> float | None:
+    """How long, in seconds, the landing must remember `replay_digest`s for this scheme; None
+    when the signature covers the event id (a replay then carries the same id, a duplicate)."""
+    if config.scheme == "github" or (config.scheme == "hmac" and config.event_id_header):
+        if config.timestamp_header:  # a timestamp is accepted within ± the tolerance
+            return max(config.replay_window_seconds, 2 * config.tolerance_seconds)
+        return config.replay_window_seconds
+    return None
 
 
 # --- signing (the sender's side) --------------------------------------------------------------
@@ -146,7 +165,8 @@ def _verify_github(secret: str, h: dict[str, str], body: bytes) -> VerifiedEvent
     event_id = h.get(GITHUB_DELIVERY.lower(), "").strip()
     if not event_id:
         raise WebhookError(400, f"missing {GITHUB_DELIVERY} header: it carries the event id")
-    return VerifiedEvent(event_id, h.get(GITHUB_EVENT.lower()) or None, None, payload)
+    kind = h.get(GITHUB_EVENT.lower()) or None
+    return VerifiedEvent(event_id, kind, None, payload, replay_digest=_digest(body))
 
 
 def _verify_stripe(
@@ -230,20 +250,26 @@ def _verify_hmac(
             401, f"{config.signature_header} does not match the body: check the secret"
         )
     payload = _parse(body)
+    digest = None
     if config.event_id_header:
         event_id = h.get(config.event_id_header.lower(), "").strip()
         if not event_id:
             raise WebhookError(
                 400, f"missing {config.event_id_header} header: it carries the event id"
             )
+        digest = _digest(signed)  # the id header is not signed
     else:
         assert config.event_id_path is not None  # the config model enforces one of the two
         event_id = _body_id(payload, config.event_id_path)
     event_type = _str_at(payload, config.event_type_path) if config.event_type_path else None
-    return VerifiedEvent(event_id, event_type, timestamp, payload)
+    return VerifiedEvent(event_id, event_type, timestamp, payload, replay_digest=digest)
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _digest(signed: bytes) -> str:
+    return hashlib.sha256(signed).hexdigest()
 
 
 def _hmac_hex(key: bytes, content: bytes, algorithm: str) -> str:

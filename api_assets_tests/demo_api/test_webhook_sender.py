@@ -19,10 +19,10 @@ from api_assets.errors import WebhookError
 from api_assets.webhooks.signing import verify
 
 SECRETS = {
-    "github": "gh-secret",
+    "github": "gh-secret-for-the-sender-tests",
     "stripe": "whsec_stripe_plain",
     "standard": "whsec_c2VjcmV0LWtleS1mb3ItdGVzdHM=",
-    "hmac": "hmac-secret",
+    "hmac": "hmac-secret-for-the-sender-tests",
 }
 
 
@@ -110,7 +110,12 @@ def test_transport_error_is_reported() -> None:
     port = sock.getsockname()[1]
     sock.close()
     [result] = send_events(
-        f"http://127.0.0.1:{port}/hook", "github", "s", events(1), retries=1, backoff=0.01
+        f"http://127.0.0.1:{port}/hook",
+        "github",
+        SECRETS["github"],
+        events(1),
+        retries=1,
+        backoff=0.01,
     )
     assert not result.ok and result.status is None and result.error and result.attempts == 2
 

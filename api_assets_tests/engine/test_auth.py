@@ -284,6 +284,28 @@ def test_refresh_token_grant_used_then_falls_back_to_client_credentials(
     assert grants == ["client_credentials", "refresh_token", "refresh_token", "client_credentials"]
 
 
+def test_a_refresh_grant_without_an_answer_falls_back_to_client_credentials_at_once(
+    oauth: tuple[OAuthServer, str],
+) -> None:
+    """A 5xx to the refresh grant may have spent a rotating refresh token: it is not presented
+    again; the client credentials grant, which spends nothing, is (and is retried as usual)."""
+    server, url = oauth
+    server.issue_refresh = True
+    clock = FakeClock()
+    auth = build_auth(source(url, cc_auth(url)), redactor=Redactor(), sleep=clock.sleep)
+    auth.access_token()  # type: ignore[attr-defined]
+    server.fail_token_with = [503, 503]
+    auth.access_token(force_refresh=True)  # type: ignore[attr-defined]
+    grants = [c["form"]["grant_type"] for c in server.token_calls]
+    assert grants == [
+        "client_credentials",
+        "refresh_token",
+        "client_credentials",
+        "client_credentials",
+    ]
+    assert server.reused_refresh_tokens == []
+
+
 def test_tokens_are_registered_with_the_redactor(oauth: tuple[OAuthServer, str]) -> None:
     server, url = oauth
     server.issue_refresh = True

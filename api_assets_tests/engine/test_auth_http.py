@@ -1,20 +1,25 @@
 """Every auth type through `SourceClient` against the demo API over real HTTP: the server's request
 log shows which credential each request carried; tokens are shared, refreshed before they expire
-and rotated refresh tokens are kept; a refused credential is an `AuthError` without the secret;
+and rotated refresh tokens are kept, never presented twice when an answer is lost; a refused credential is an `AuthError` without the secret;
 credentials never reach a foreign origin that a next link points at."""
 
 import os
+import socket
 import stat
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from api_assets.demo_api import DEMO_CREDENTIALS, DemoServer
 from api_assets.errors import AuthError
-from api_assets.http.auth import clear_token_caches
+from api_assets.http.auth import build_auth, clear_token_caches
 from api_assets.http.client import SourceClient
+from api_assets.http.redact import Redactor
 from api_assets.pages import FetchStats
 from api_assets.pagination import series
 from api_assets_tests.engine.conftest import (
@@ -212,6 +217,166 @@ def test_token_endpoint_faults_are_retried(
     assert statuses(v1_log(demo_api, "/v1/categories")) == [200]
 
 
+# --- a refresh token grant that may have spent the token --------------------------------------
+
+
+def oauth_rt(token_url: str, refresh_token: str) -> dict[str, Any]:
+    return {
+        "type": "oauth2_refresh_token",
+        "token_url": token_url,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "refresh_token": refresh_token,
+    }
+
+
+def token_log(server: DemoServer, expected: int) -> list[dict[str, Any]]:
+    """The token endpoint's log once it holds `expected` requests (a `slow` one is logged when
+    it ends, after the client gave up), or as it is after 30 s."""
+    deadline = time.monotonic() + 30
+    while len(rows := v1_log(server, "/oauth/token")) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("profile", "options", "what"),
+    [
+        ("5xx_burst", {"count": 1}, "HTTP 503"),
+        ("drop", {"count": 1}, "RemoteProtocolError"),  # rotated, then the answer is cut off
+        ("slow", {"count": 1, "delay": 3.0}, "ReadTimeout"),  # rotated after the client gave up
+    ],
+    ids=["503", "dropped", "read-timeout"],
+)
+def test_a_refresh_grant_that_may_have_spent_the_token_is_sent_once_and_loud(
+    demo_api: DemoServer,
+    clients: Clients,
+    tmp_path: Path,
+    profile: str,
+    options: dict[str, Any],
+    what: str,
+) -> None:
+    """A provider that rotates refresh tokens may have spent the one presented when its answer
+    is lost; presenting it again would make one that detects reuse revoke the whole family. So:
+    one grant request, an AuthError that says so and what to do, and no later client (another
+    thread, step or run sharing the credential store) presents it either."""
+    first = demo_api.consent()
+    demo_api.set_faults(profile, path="/oauth/token", **options)
+    credential_dir = tmp_path / "creds"
+    source = make_source(
+        demo_api.url,
+        "categories",
+        auth=oauth_rt(f"{demo_api.url}/oauth/token", first),
+        timeout_seconds=1.0,
+    )
+    with pytest.raises(AuthError) as info:
+        fetch(clients(source, credential_dir=credential_dir), the_endpoint(source))
+    text = str(info.value)
+    assert what in text
+    assert "may have rotated the refresh token and the answer was lost" in text
+    assert "revokes the whole token family" in text
+    assert "authorize the application again and set the new refresh_token" in text
+    assert first not in text
+    assert len(token_log(demo_api, 1)) == 1
+    assert v1_log(demo_api, "/v1/categories") == []
+
+    # a new process (fresh token cache) on the same store does not present it either
+    clear_token_caches()
+    with pytest.raises(AuthError, match=r"an earlier refresh token grant .* failed after it was"):
+        fetch(clients(source, credential_dir=credential_dir), the_endpoint(source))
+    assert len(v1_log(demo_api, "/oauth/token")) == 1
+
+    # the remedy the message gives: a new consent in the configuration
+    demo_api.clear_faults()
+    renewed = make_source(
+        demo_api.url, "categories", auth=oauth_rt(f"{demo_api.url}/oauth/token", demo_api.consent())
+    )
+    clear_token_caches()
+    pages, _ = fetch(clients(renewed, credential_dir=credential_dir), the_endpoint(renewed))
+    assert len(ids_of(pages)) == 12
+    assert statuses(v1_log(demo_api, "/oauth/token"))[1:] == [200]
+
+
+def test_a_refresh_grant_turned_away_with_429_is_retried(
+    demo_api: DemoServer, clients: Clients, tmp_path: Path
+) -> None:
+    """A 429 is the server saying it did not handle the request: nothing was spent."""
+    first = demo_api.consent()
+    demo_api.set_faults("429_storm", path="/oauth/token", count=1, retry_after=0.1)
+    source = make_source(
+        demo_api.url, "categories", auth=oauth_rt(f"{demo_api.url}/oauth/token", first)
+    )
+    pages, _ = fetch(clients(source), the_endpoint(source))
+    assert len(ids_of(pages)) == 12
+    assert statuses(v1_log(demo_api, "/oauth/token")) == [429, 200]
+
+
+class LateListener:
+    """A port that refuses connections (bound, not listening) until `open()`; from then on it
+    forwards each connection to `target_port` on 127.0.0.1."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.opened = 0
+
+    def open(self) -> None:
+        self.opened += 1
+        self.sock.listen()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def test_a_refresh_grant_that_never_connected_is_retried(
+    demo_api: DemoServer, tmp_path: Path
+) -> None:
+    """Connection refused: the request provably never reached the server, so it is sent again,
+    here to a token endpoint that starts listening during the backoff."""
+    first = demo_api.consent()
+    late = LateListener(int(httpx.URL(demo_api.url).port or 0))
+    clear_token_caches()
+    try:
+        source = make_source(
+            demo_api.url,
+            "categories",
+            auth=oauth_rt(f"http://127.0.0.1:{late.port}/oauth/token", first),
+        )
+        auth = build_auth(
+            source, redactor=Redactor(), credential_dir=tmp_path, sleep=lambda s: late.open()
+        )
+        with httpx.Client(base_url=demo_api.url, auth=auth, timeout=10) as client:
+            assert client.get("/v1/categories").status_code == 200
+    finally:
+        late.close()
+        clear_token_caches()
+    assert late.opened == 1  # one retry, after the refused connection
+    assert statuses(v1_log(demo_api, "/oauth/token")) == [200]
+    assert demo_api.app is not None and first in demo_api.app.auth.used_refresh
+
+
 # --- tokens expiring mid-run ------------------------------------------------------------------
 
 
@@ -364,7 +529,11 @@ def test_credentials_never_sent_to_a_foreign_origin(
     with serve(recorder.app()) as foreign:
         foreign_host = foreign.removeprefix("http://")
         source = make_source(
-            demo_api.url, paginated, auth=auth(demo_api.url), headers={"Host": foreign_host}
+            demo_api.url,
+            paginated,
+            auth=auth(demo_api.url),
+            headers={"Host": foreign_host},
+            allowed_origins=[foreign],  # followed (bare): refused otherwise (test_origins_http)
         )
         pages, _ = fetch(clients(source), the_endpoint(source))
 

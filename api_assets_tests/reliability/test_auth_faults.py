@@ -106,3 +106,48 @@ def test_rotating_refresh_tokens_are_each_spent_once_across_runs(
     assert df is not None and df.height == len(
         expected_ids(server, "orders", P0, "2025-01-01T00:00:00Z")
     )
+
+
+def test_a_refresh_grant_answered_503_is_sent_once_and_every_step_fails_loudly(
+    project: Project, api_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider may have rotated the refresh token before failing to answer: presenting it
+    again would make one that detects reuse revoke the whole family. One run of two endpoints:
+    the first step's grant gets the 503 and is not retried; the second step finds the token
+    marked in the credential store and does not present it either. Loud: the run fails with
+    what happened and what to do, reports say `failed`, no table."""
+    server = api_factory()
+    first = server.consent(DEMO_CREDENTIALS["client_id"])
+    monkeypatch.setenv("SHOP_REFRESH_TOKEN", first)
+    monkeypatch.setenv("SHOP_CLIENT_SECRET", DEMO_CREDENTIALS["client_secret"])
+    server.set_faults("5xx_burst", path="/oauth/token", count=1)
+    project.write(
+        project.source(
+            ALL_ORDERS,
+            "products",
+            base_url=server.url,
+            auth={
+                "type": "oauth2_refresh_token",
+                "token_url": f"{server.url}/oauth/token",
+                "client_id": DEMO_CREDENTIALS["client_id"],
+                "client_secret": "${SHOP_CLIENT_SECRET}",
+                "refresh_token": "${SHOP_REFRESH_TOKEN}",
+            },
+        )
+    )
+
+    run = project.materialize(P0)
+
+    assert not run.success
+    failure = run.failure()
+    assert "HTTP 503" in failure
+    assert "may have rotated the refresh token and the answer was lost" in failure
+    assert "an earlier refresh token grant" in failure  # the other step: not sent again
+    assert "authorize the application again and set the new refresh_token" in failure
+    assert first not in failure
+    assert _token_calls(server) == [503]
+    assert [r["path"] for r in server.requests() if r["path"].startswith("/v1")] == []
+    for name in ("orders", "products"):
+        report = project.report(name, P0)
+        assert report is not None and report["status"] == "failed", report
+        assert project.table(name, P0) is None

@@ -18,6 +18,7 @@ from typing import Any
 from unittest import mock
 
 import httpx
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 import api_assets.definitions as definitions_module
 from api_assets.config.loader import load_sources
 from api_assets.config.models import SourceConfig
-from api_assets.errors import ApiAssetsError, SourcesError
+from api_assets.errors import ApiAssetsError, FetchError, SourcesError
 from api_assets.http.client import SourceClient
 from api_assets.pipeline import ingest as engine
 from api_assets.storage.layout import DataLayout, check_name, check_partition
@@ -372,29 +373,54 @@ def _ingest_body(tmp_path: Path, body: bytes, records_path: str | None = "data")
     client = SourceClient(
         source, transport=httpx.MockTransport(lambda r: httpx.Response(200, content=body))
     )
-    layout = DataLayout(tmp_path)
     try:
-        engine.ingest(source, source.endpoints[0], "2026-03-04", layout=layout, client=client)
-    except ApiAssetsError:
-        pass  # loud and clean
+        engine.ingest(
+            source, source.endpoints[0], "2026-03-04", layout=DataLayout(tmp_path), client=client
+        )
     finally:
         client.close()
 
 
-@pytest.mark.parametrize("body", [b'{"data": [1, 2, 3]}', b'{"data": [{"id": 1}, null]}'])
-def test_records_that_are_not_objects_fail_as_an_api_assets_error(
-    tmp_path: Path, body: bytes
-) -> None:
-    _ingest_body(tmp_path, body)
+def _assert_failed_cleanly(root: Path, source: str) -> None:
+    """A failed report with the error, and no table."""
+    layout = DataLayout(root)
+    report = json.loads(layout.report_path(source, "items", "2026-03-04").read_text())
+    assert report["status"] == "failed" and report["error"], report
+    assert not layout.table_path(source, "items", "2026-03-04").exists()
 
 
 @pytest.mark.parametrize(
-    "body", [b'{"data": [{"id": [1, 2]}]}', b'{"data": [{"id": {"org": 1, "n": 2}}]}']
+    ("body", "odd"),
+    [(b'{"data": [1, 2, 3]}', "a int"), (b'{"data": [{"id": 1}, null]}', "a NoneType")],
 )
-def test_a_primary_key_that_is_a_list_or_object_fails_as_an_api_assets_error(
-    tmp_path: Path, body: bytes
+def test_records_that_are_not_objects_fail_as_an_api_assets_error(
+    tmp_path: Path, body: bytes, odd: str
 ) -> None:
-    _ingest_body(tmp_path, body)
+    with pytest.raises(FetchError, match=f"`data` holds {odd} where records"):
+        _ingest_body(tmp_path, body)
+    _assert_failed_cleanly(tmp_path, "odd")
+
+
+def test_a_primary_key_that_is_a_list_lands_compared_by_its_json_text(tmp_path: Path) -> None:
+    """G5: a list primary key once crashed the page check (unhashable); it is compared by its
+    JSON text now, so the partition lands, the key kept as a list."""
+    _ingest_body(tmp_path, b'{"data": [{"id": [1, 2], "v": "a"}, {"id": [2, 1], "v": "b"}]}')
+    layout = DataLayout(tmp_path)
+    report = json.loads(layout.report_path("odd", "items", "2026-03-04").read_text())
+    assert report["status"] == "success", report
+    table = pl.read_parquet(layout.table_path("odd", "items", "2026-03-04"))
+    assert sorted(zip(table["id"].to_list(), table["v"].to_list(), strict=True)) == [
+        ([1, 2], "a"),
+        ([2, 1], "b"),
+    ]
+
+
+def test_a_primary_key_that_is_an_object_fails_as_an_api_assets_error(tmp_path: Path) -> None:
+    """An object is flattened into columns (`id__org`, `id__n`), so no `id` column is left to
+    be the key: a FetchError that names the key and the columns there are, not a crash."""
+    with pytest.raises(FetchError, match=r"primary key field\(s\) \['id'\] .* id__org, id__n"):
+        _ingest_body(tmp_path, b'{"data": [{"id": {"org": 1, "n": 2}}]}')
+    _assert_failed_cleanly(tmp_path, "odd")
 
 
 # --- nesting the parser accepts but the normalizer cannot walk ---------------------------------
@@ -432,10 +458,8 @@ def test_json_nested_within_the_parser_limit_fails_as_an_api_assets_error(
     )
     layout = DataLayout(tmp_path)
     try:
-        engine.ingest(source, source.endpoints[0], "2026-03-04", layout=layout, client=client)
-    except ApiAssetsError:
-        pass  # loud and clean: fine (so is landing the record with its deep part as JSON text)
+        with pytest.raises(FetchError, match="nested too deeply to flatten into columns"):
+            engine.ingest(source, source.endpoints[0], "2026-03-04", layout=layout, client=client)
     finally:
         client.close()
-    report = json.loads(layout.report_path("deep", "items", "2026-03-04").read_text())
-    assert report["status"] in ("success", "failed")
+    _assert_failed_cleanly(tmp_path, "deep")

@@ -429,9 +429,21 @@ def test_credentials_never_follow_a_next_url_link_or_redirect_to_another_origin(
                 "claims": {"iss": "rel"},
             },
         }
+        # both other origins are allowed, so that their pages are fetched (bare): a next URL
+        # on an origin not allowed is refused before anything is sent (test_origins_http)
+        allowed = [foreign_url, origin_url.replace("127.0.0.1", "localhost")]
         project.write(
             *[
-                _unpartitioned(project, name, a, nxt, link, redirect, base_url=origin_url)
+                _unpartitioned(
+                    project,
+                    name,
+                    a,
+                    nxt,
+                    link,
+                    redirect,
+                    base_url=origin_url,
+                    allowed_origins=allowed,
+                )
                 for name, a in auths.items()
             ]
         )

@@ -84,3 +84,20 @@ def test_without_a_path_reads_api_assets_sources(write: Callable[..., Path]) -> 
     result = run_validate(env={"API_ASSETS_SOURCES": str(path)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK: 1 sources, 0 endpoints (")
+
+
+def test_empty_secrets_exit_2_naming_their_variables(write: Callable[..., Path]) -> None:
+    """`${VAR}` set to nothing is no secret: an empty webhook key would accept forgeries."""
+    path = write(CONTRACT_EXAMPLE)
+    lines = CONTRACT_EXAMPLE.splitlines()
+    hook = 1 + next(i for i, line in enumerate(lines) if "${SHOP_WEBHOOK_SECRET}" in line)
+    client = 1 + next(i for i, line in enumerate(lines) if "${SHOP_CLIENT_SECRET}" in line)
+    env = {**CONTRACT_SECRETS, "SHOP_WEBHOOK_SECRET": "", "SHOP_CLIENT_SECRET": ""}
+    assert assert_problem_lines(run_validate(str(path), env=env), 2) == [
+        f"{path}:{client}: sources.shop.auth.client_secret: `auth.client_secret` is empty: "
+        "`${SHOP_CLIENT_SECRET}` expanded to nothing; set SHOP_CLIENT_SECRET (a secret must not "
+        "be empty)",
+        f"{path}:{hook}: sources.shop.webhooks.secret: `webhooks.secret` is empty: "
+        "`${SHOP_WEBHOOK_SECRET}` expanded to nothing; set SHOP_WEBHOOK_SECRET (a secret must not "
+        "be empty)",
+    ]

@@ -257,7 +257,7 @@ def template(secret: str) -> list[dict[str, Any]]:
             "endpoints": copy.deepcopy(endpoints),
             "webhooks": {
                 "scheme": "hmac",
-                "secret": secret,
+                "secret": secret + "_webhook",  # a webhook secret is 16 bytes at least
                 "signature_header": "X-Sig",
                 "event_id_path": "id",
             },

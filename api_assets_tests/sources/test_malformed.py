@@ -334,12 +334,13 @@ CASES: list[tuple[str, str | bytes, list[Expected]]] = [
     # --- webhooks ------------------------------------------------------------------------------
     (
         "hmac-without-signature-header",
-        VALID + "    webhooks: {scheme: hmac, secret: s, event_id_path: id}\n",
+        VALID + "    webhooks: {scheme: hmac, secret: hmac-secret-0123456789, event_id_path: id}\n",
         [(7, "sources.shop.webhooks.signature_header", "scheme `hmac` needs `signature_header`")],
     ),
     (
         "hmac-key-on-github",
-        VALID + "    webhooks:\n      scheme: github\n      secret: s\n      prefix: sha256=\n",
+        VALID
+        + "    webhooks:\n      scheme: github\n      secret: gh-secret-0123456789\n      prefix: sha256=\n",
         [
             (
                 10,
@@ -445,6 +446,118 @@ sources:
         "tls-not-a-mapping",
         VALID + "    tls: /etc/ssl/ca.pem\n",
         [(7, "sources.shop.tls", "expected a mapping, got a string")],
+    ),
+    # --- secrets: never empty; webhook secrets long enough to be keys --------------------------
+    (
+        "webhook-secret-expanded-to-nothing",
+        VALID + '    webhooks: {scheme: github, secret: "${API_ASSETS_TEST_UNSET_WH_SECRET:-}"}\n',
+        [
+            (
+                7,
+                "sources.shop.webhooks.secret",
+                "`webhooks.secret` is empty: `${API_ASSETS_TEST_UNSET_WH_SECRET:-}` expanded to "
+                "nothing; set API_ASSETS_TEST_UNSET_WH_SECRET (a secret must not be empty)",
+            )
+        ],
+    ),
+    (
+        "empty-secrets-anywhere",
+        VALID.replace(
+            "    endpoints:",
+            "    auth:\n      type: api_key_rotation\n      values:\n"
+            '        - "${API_ASSETS_TEST_UNSET_KEY_A:-}${API_ASSETS_TEST_UNSET_KEY_B:-}"\n'
+            "        - key-two\n    proxy: ${API_ASSETS_TEST_UNSET_PROXY:-}\n    endpoints:",
+        )
+        + "    webhooks:\n      scheme: hmac\n      secret: ''\n"
+        + "      signature_header: X-Sig\n      event_id_header: X-Id\n",
+        [
+            (
+                7,
+                "sources.shop.auth.values[0]",
+                "`auth.values[0]` is empty: `${API_ASSETS_TEST_UNSET_KEY_A:-}${API_ASSETS_TEST_UNSET_"
+                "KEY_B:-}` expanded to nothing; set API_ASSETS_TEST_UNSET_KEY_A or "
+                "API_ASSETS_TEST_UNSET_KEY_B",
+            ),
+            (
+                9,
+                "sources.shop.proxy",
+                "`proxy` is empty: `${API_ASSETS_TEST_UNSET_PROXY:-}` expanded to nothing; set "
+                "API_ASSETS_TEST_UNSET_PROXY",
+            ),
+            (
+                15,
+                "sources.shop.webhooks.secret",
+                "`webhooks.secret` is empty: a secret must not be empty; write ${VAR} and set VAR",
+            ),
+        ],
+    ),
+    (
+        "webhook-secrets-too-short-or-not-base64",
+        VALID
+        + "    webhooks: {scheme: github, secret: fifteen-bytes-x}\n"
+        + "  - name: std\n    base_url: http://127.0.0.1:8765\n"
+        + "    webhooks: {scheme: standard, secret: whsec_MDEyMzQ1Njc4OWFiY2Rl}\n"
+        + "  - name: std_text\n    base_url: http://127.0.0.1:8765\n"
+        + "    webhooks: {scheme: standard, secret: a-long-secret-but-not-base64}\n",
+        [
+            (
+                7,
+                "sources.shop.webhooks.secret",
+                "a webhook secret must be at least 16 bytes (UTF-8): a short HMAC key can be "
+                "guessed and events forged",
+            ),
+            (
+                10,
+                "sources.std.webhooks.secret",
+                "a webhook secret must be at least 16 bytes once base64-decoded",
+            ),
+            (
+                13,
+                "sources.std_text.webhooks.secret",
+                "a `standard` webhook secret is `whsec_` and the base64 of the key",
+            ),
+        ],
+    ),
+    # --- upper bounds: no setting lets one request, wait or body grow without limit -------------
+    (
+        "settings-over-their-bounds",
+        VALID.replace(
+            "    endpoints:",
+            "    timeout_seconds: 601\n    request_deadline_seconds: 3601\n"
+            "    max_page_bytes: 1073741825\n    max_wire_page_bytes: 1073741825\n"
+            "    retry: {max_backoff_seconds: 3601}\n    rate_limit: {max_pause_seconds: 86401}\n"
+            "    endpoints:",
+        )
+        + "    webhooks:\n      scheme: github\n      secret: gh-secret-0123456789\n"
+        + "      tolerance_seconds: 86401\n      max_body_bytes: 33554433\n",
+        [
+            (4, "sources.shop.timeout_seconds", "expected a number of at most 600 (10 minutes)"),
+            (5, "sources.shop.request_deadline_seconds", "at most 3600 (1 hour) for one response"),
+            (6, "sources.shop.max_page_bytes", "at most 1073741824 (1 GiB): a page is held"),
+            (7, "sources.shop.max_wire_page_bytes", "at most 1073741824 (1 GiB)"),
+            (8, "sources.shop.retry.max_backoff_seconds", "at most 3600 (1 hour) between two"),
+            (9, "sources.shop.rate_limit.max_pause_seconds", "at most 86400 (1 day)"),
+            (16, "sources.shop.webhooks.tolerance_seconds", "at most 86400 (1 day): a wider"),
+            (17, "sources.shop.webhooks.max_body_bytes", "at most 33554432 (32 MiB)"),
+        ],
+    ),
+    (
+        "allowed-origins-are-origins",
+        VALID
+        + """\
+    allowed_origins:
+      - https://files.example.com
+      - https://files.example.com/v1
+      - ftp://files.example.com
+      - http://user:pw@cdn.example.com
+      - http://cdn.example.com:99999
+""",
+        [
+            (9, "sources.shop.allowed_origins[1]", "expected an origin such as https://"),
+            (10, "sources.shop.allowed_origins[2]", "expected an origin such as https://"),
+            (11, "sources.shop.allowed_origins[3]", "no path, query or user"),
+            (12, "sources.shop.allowed_origins[4]", "expected an origin such as https://"),
+        ],
     ),
 ]
 

@@ -83,9 +83,10 @@ def test_auth_and_webhook_rules_apply_to_models() -> None:
     with pytest.raises(ValidationError, match="algorithm RS256 signs with `private_key`"):
         JwtBearerAuth(type="jwt_bearer", secret=SecretStr("s"), algorithm="RS256")
     assert JwtBearerAuth(type="jwt_bearer", secret=SecretStr("s")).algorithm == "HS256"
+    hook_secret = SecretStr("a-webhook-secret-of-32-characters")
     with pytest.raises(ValidationError, match="`prefix` belongs to webhook scheme hmac"):
-        WebhooksConfig(scheme="github", secret=SecretStr("s"), prefix="sha256=")
-    assert WebhooksConfig(scheme="github", secret=SecretStr("s")).prefix == ""
+        WebhooksConfig(scheme="github", secret=hook_secret, prefix="sha256=")
+    assert WebhooksConfig(scheme="github", secret=hook_secret).prefix == ""
 
 
 VALID_CRONS = [

@@ -217,7 +217,8 @@ def test_empty_sources_list_and_webhook_only_source(write: Callable[..., Path]) 
         write(
             "sources:\n  - name: hooks\n    base_url: http://127.0.0.1:1\n"
             "    partitions: {type: none}\n"
-            "    webhooks: {scheme: hmac, secret: s, signature_header: X-Sig, event_id_header: X-Id}\n",
+            "    webhooks: {scheme: hmac, secret: hmac-secret-0123456789, signature_header: X-Sig,"
+            " event_id_header: X-Id}\n",
             "b.yaml",
         )
     )

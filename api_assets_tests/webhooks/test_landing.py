@@ -269,3 +269,46 @@ def test_submit_after_close_is_refused(layout: DataLayout) -> None:
     writer.close()
     with pytest.raises(LandingError, match="closed"):
         _submit(writer, "a")
+
+
+# --- replays: dedup by the signed content's digest --------------------------------------------
+
+DIGEST = "d" * 64
+
+
+def test_a_line_keeps_its_digest_and_a_line_without_one_reads_as_before() -> None:
+    plain = LandedEvent(
+        event_id="x", event_type=None, received_at="2026-01-01T00:00:00+00:00", payload="{}"
+    )
+    with_digest = LandedEvent(**plain, digest=DIGEST)
+    assert decode_line(encode_line(with_digest)[:-1]) == with_digest
+    assert decode_line(encode_line(plain)[:-1]) == plain
+    assert b"digest" not in encode_line(plain)
+
+
+def test_a_digest_is_a_duplicate_within_the_window_whatever_the_id(layout: DataLayout) -> None:
+    def put(writer: LandingWriter, event_id: str, at: datetime | None = None) -> str:
+        received_at = at.isoformat() if at is not None else None
+        future = writer.submit(event_id, "t", "{}", received_at=received_at, digest=DIGEST)
+        return future.result(timeout=30)
+
+    now = datetime.now(UTC)
+    with LandingWriter(layout, SOURCE, replay_window_seconds=3600) as writer:
+        assert put(writer, "a", now - timedelta(hours=2)) == "stored"
+        assert put(writer, "b") == "stored"  # a's digest is two hours old: past the window
+        assert put(writer, "c") == "duplicate"
+        # many copies at once under fresh ids: one is stored, the others wait for it
+        racing = [writer.submit(f"r{i}", "t", "{}", digest="e" * 64) for i in range(50)]
+        assert sorted(f.result(timeout=30) for f in racing) == ["duplicate"] * 49 + ["stored"]
+        assert writer.stats["replays"] == 50
+    # the digests of the window are rebuilt from the lines, as the ids are
+    with LandingWriter(layout, SOURCE, replay_window_seconds=3600) as writer:
+        assert put(writer, "d") == "duplicate"
+    # without a window (a scheme that signs the id) the digest plays no part and is not kept
+    with LandingWriter(layout, SOURCE) as writer:
+        assert put(writer, "f") == "stored"
+    events = [e for e, _ in LandingReader(layout, SOURCE).iter_from(None)]
+    assert [e["event_id"] for e in events][:2] == ["a", "b"]
+    assert [e["event_id"] for e in events][-1] == "f"
+    assert len(events) == 4
+    assert events[0]["digest"] == DIGEST and "digest" not in events[-1]

@@ -4,11 +4,11 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -95,40 +95,98 @@ def test_an_oversized_body_is_413(receiver: Receiver, layout: DataLayout, name: 
     assert landed_ids(layout, name) == []
 
 
+def _raw(receiver: Receiver) -> socket.socket:
+    """A raw connection to the receiver: for requests no HTTP client would send."""
+    url = httpx.URL(receiver.url)
+    return socket.create_connection((url.host, url.port or 80), timeout=10)
+
+
+def _head(name: str, headers: dict[str, str]) -> bytes:
+    lines = [f"POST /webhooks/{name} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a socket timeout, i.e. a
+    server that neither answers nor closes, fails the test)."""
+    out = b""
+    while data := sock.recv(65536):
+        out += data
+    return out
+
+
+def _one_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length, read whole (the connection may stay open)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536) or b"<closed>"
+        assert not data.endswith(b"<closed>"), data
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        more = sock.recv(65536)
+        assert more, data + body
+        body += more
+    return head + b"\r\n\r\n" + body
+
+
+def _statuses(answer: bytes) -> list[int]:
+    """The status codes of the HTTP/1.1 responses in `answer`, in order."""
+    return [int(line.split()[1]) for line in answer.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+
+
 def test_an_oversized_chunked_body_is_413_without_reading_it_all(
     receiver: Receiver, layout: DataLayout
 ) -> None:
+    """Chunks just past the 4096-byte limit and then nothing, never the last chunk: the receiver
+    must answer 413 and close on its own, not wait for (or read) the rest of the body."""
     body, headers = signed("gh", "big", blob="x" * 5000)
-    sent = 0
-
-    def chunks() -> Iterator[bytes]:
-        nonlocal sent
-        for i in range(0, len(body), 512):
-            sent += 1
-            yield body[i : i + 512]
-        for _ in range(10_000):  # would be 5 MB more if the receiver kept reading
-            sent += 1
-            yield b" " * 512
-
-    try:
-        response = httpx.post(f"{receiver.url}/webhooks/gh", content=chunks(), headers=headers)
-        assert response.status_code == 413
-    except httpx.TransportError:
-        pass  # the server may close the connection while we are still sending
-    assert "content-length" not in {k.lower() for k in headers}
-    assert sent < 10_000
+    with _raw(receiver) as sock:
+        sock.sendall(_head("gh", {**headers, "Transfer-Encoding": "chunked"}))
+        for i in range(0, 4096 + 512, 512):
+            chunk = body[i : i + 512]
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        answer = _until_closed(sock)
+    assert _statuses(answer) == [413], answer
+    assert b"connection: close" in answer.lower()
     assert landed_ids(layout, "gh") == []
 
 
-def test_a_lying_content_length_is_caught(receiver: Receiver, layout: DataLayout) -> None:
-    body, headers = signed("gh", "big", blob="x" * 5000)
-    response = httpx.post(
-        f"{receiver.url}/webhooks/gh",
-        content=body,
-        headers={**headers, "Content-Length": str(len(body))},
-    )
-    assert response.status_code == 413  # the honest path
+@pytest.mark.parametrize("lie", ["shorter", "longer"])
+def test_a_lying_content_length_is_caught(receiver: Receiver, layout: DataLayout, lie: str) -> None:
+    """`shorter`: a Content-Length of 100 (under the 4096-byte limit) on a 5 KB body: the
+    receiver takes the 100 bytes it was promised as the body, whose signature fails (401), and
+    the rest as a malformed next request (400, and the connection closed). `longer`: 1000 bytes
+    promised, a whole signed event sent, then the client stops: the receiver never takes the
+    event for the body and closes without an answer (no one is left to read one)."""
+    if lie == "shorter":
+        body, headers = signed("gh", "big", blob="x" * 5000)
+        with _raw(receiver) as sock:
+            # the promised part first, so that its answer comes before the rest is parsed
+            sock.sendall(_head("gh", {**headers, "Content-Length": "100"}) + body[:100])
+            first = _one_response(sock)
+            sock.sendall(body[100:])
+            rest = _until_closed(sock)
+        assert _statuses(first) == [401], first
+        assert b"does not match the body" in first
+        assert _statuses(rest) == [400], rest
+        assert b"connection: close" in rest.lower()
+    else:
+        body, headers = signed("gh", "short")
+        with _raw(receiver) as sock:
+            sock.sendall(_head("gh", {**headers, "Content-Length": str(len(body) + 1000)}) + body)
+            sock.shutdown(socket.SHUT_WR)  # nothing more comes
+            assert _until_closed(sock) == b""
     assert landed_ids(layout, "gh") == []
+    # the receiver is still there for honest clients
+    body, headers = signed("gh", "after")
+    assert receiver.post("gh", body, headers).status_code == 200
+    assert landed_ids(layout, "gh") == ["after"]
 
 
 @pytest.mark.parametrize("path", ["/webhooks/nope", "/webhooks/plain"])

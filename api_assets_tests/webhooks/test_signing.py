@@ -99,7 +99,7 @@ def test_wrong_secret_is_401(name: str) -> None:
     forged = sign_headers(
         webhooks_config(
             name,
-            secret="not-the-secret"
+            secret="not-the-secret-at-all"
             if name != "sw"
             else "whsec_" + base64.b64encode(b"x" * 24).decode(),
         ),
