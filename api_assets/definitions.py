@@ -2,84 +2,21 @@
 
 `defs` is what `dagster dev -w workspace.yaml` and `dagster asset materialize -m
 api_assets.definitions` load. A sources file with mistakes fails the load with every mistake
-listed as `file:line: key.path: message`.
+listed as `file:line: key.path: message`. `dg` loads the same definitions through
+`api_assets.dg_definitions` (defs/component.py); both are built by defs/build.py.
 """
 
 import dagster as dg
 
-from api_assets.config.loader import load_sources
-from api_assets.config.models import SourceConfig
-from api_assets.defs.assets import build_endpoint_asset, resource_key
-from api_assets.defs.automation import (
-    automation_sensor,
-    incremental_sensor,
-    source_job,
-    source_schedule,
-)
-from api_assets.defs.executor import api_assets_executor
-from api_assets.defs.partitions import partitions_def_for
-from api_assets.defs.resources import ApiSource, DataStore
-from api_assets.errors import SourcesError
+from api_assets.defs.build import EXECUTOR, SourcesFileError, build_definitions, definitions_for
 from api_assets.storage.layout import ensure_dagster_home, sources_path
 
-# One-step runs (one endpoint) run in the run's process; several steps run in parallel processes
-# forked from a server that preloaded the engine (see defs/executor.py).
-EXECUTOR = api_assets_executor
-
-
-class SourcesFileError(Exception):
-    """Raised at load so that `dagster dev` shows the problems, one per line."""
-
-
-def build_definitions(
-    sources: list[SourceConfig], sources_file: str | None = None
-) -> dg.Definitions:
-    assets: list[dg.AssetsDefinition] = []
-    jobs = []
-    schedules = []
-    sensors: list[dg.SensorDefinition] = []
-    resources: dict[str, object] = {"data_store": DataStore()}
-    merged: list[dg.Definitions] = []
-    for source in sources:
-        resources[resource_key(source.name)] = ApiSource(
-            source_name=source.name, sources_path=sources_file
-        )
-        for endpoint in source.endpoints:
-            assets.append(build_endpoint_asset(source, endpoint))
-        if source.webhooks is not None:
-            from api_assets.defs.webhooks import build_webhook_defs
-
-            merged.append(build_webhook_defs(source, partitions_def_for(source)))
-        jobs.append(source_job(source))
-        schedule = source_schedule(source)
-        if schedule is not None:
-            schedules.append(schedule)
-        sensor = incremental_sensor(source)
-        if sensor is not None:
-            sensors.append(sensor)
-    if sources:
-        sensors.append(automation_sensor(sources))
-    root = dg.Definitions(
-        assets=assets,
-        jobs=jobs,
-        schedules=schedules,
-        sensors=sensors,
-        resources=resources,
-        executor=EXECUTOR,
-    )
-    return dg.Definitions.merge(root, *merged) if merged else root
+__all__ = ["EXECUTOR", "SourcesFileError", "build_definitions", "defs"]
 
 
 def _load() -> dg.Definitions:
     ensure_dagster_home()
-    path = str(sources_path())
-    try:
-        sources = load_sources(path)
-    except SourcesError as err:
-        raise SourcesFileError(
-            f"the sources file has {len(err.problems)} problem(s):\n{err}"
-        ) from None
-    return build_definitions(sources, path)
+    return definitions_for(str(sources_path()))
 
 
 defs = _load()

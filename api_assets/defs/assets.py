@@ -14,12 +14,13 @@ What a run records:
 """
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from itertools import pairwise
 from typing import Any
 
 import dagster as dg
 import polars as pl
-from dagster._utils.schedules import get_smallest_cron_interval
 
 from api_assets.config.models import EndpointConfig, SourceConfig
 from api_assets.defs.partitions import CURRENT, partitions_def_for, window_of
@@ -46,12 +47,42 @@ def freshness_policy(source: SourceConfig) -> dg.FreshnessPolicy | None:
     if not source.schedule:
         return None
     # Dagster refuses a lower bound longer than the cron's interval (an hourly schedule).
-    interval = get_smallest_cron_interval(source.schedule, "UTC")
+    interval = smallest_cron_interval(source.schedule)
     return dg.FreshnessPolicy.cron(
         deadline_cron=source.schedule,
         lower_bound_delta=min(timedelta(days=1), interval),
         timezone="UTC",
     )
+
+
+_TICK_FORMAT = "%Y-%m-%dT%H:%M"
+_TICKS = 1000  # as many ticks as Dagster samples to check a FreshnessPolicy.cron
+_HORIZON = timedelta(days=365 * 20)
+
+
+@cache
+def smallest_cron_interval(cron: str) -> timedelta:
+    """The shortest time between two ticks of `cron` (UTC), over at least as many ticks from a
+    year ago as Dagster samples to check `dg.FreshnessPolicy.cron`'s lower bound against it.
+
+    The ticks come from public API: the partitions of a cron-based
+    `dg.TimeWindowPartitionsDefinition` start at its ticks.
+    """
+    start = (datetime.now(UTC) - timedelta(days=365)).replace(second=0, microsecond=0)
+    ticks_of = dg.TimeWindowPartitionsDefinition(
+        start=start.replace(tzinfo=None), fmt=_TICK_FORMAT, cron_schedule=cron, timezone="UTC"
+    )
+    span = timedelta(days=1)
+    while True:
+        keys = ticks_of.get_partition_keys(current_time=start + span)
+        if len(keys) >= _TICKS or span >= _HORIZON:
+            break
+        # grow the span to where the ticks so far say 1000 would be (none yet: twice as long)
+        factor = -(-_TICKS * 6 // (5 * len(keys))) if keys else 2
+        span = min(_HORIZON, span * max(2, factor))
+    ticks = [datetime.strptime(key, _TICK_FORMAT) for key in keys]
+    gaps = [later - earlier for earlier, later in pairwise(ticks)]
+    return min(gaps, default=_HORIZON)
 
 
 def raw_key(source: str, endpoint: str) -> dg.AssetKey:
