@@ -88,6 +88,7 @@ class FetchStats:
     fetched: int = 0  # records received, duplicates included
     bytes: int = 0
     concurrency: int = 0  # the most requests of one series that were in flight at once
+    rate_limit_wait_s: float = 0.0  # seconds requests spent waiting on the rate limiter, summed
     total_reported: int | None = None
     totals_seen: list[int] = field(default_factory=list)  # each distinct stated total, in order
     beyond_total: int = 0  # records found past the API's stated total or page count

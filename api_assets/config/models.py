@@ -94,6 +94,41 @@ def _value_error(message: str) -> PydanticCustomError:
     return PydanticCustomError("sources_value", "{message}", {"message": message})
 
 
+_OWNER = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+|team:[A-Za-z0-9_.\-]+")
+_TAG_PART = r"[A-Za-z0-9_.\-]{1,63}"
+_TAG_KEY = re.compile(rf"(?:{_TAG_PART}/)?{_TAG_PART}")
+_TAG_VALUE = re.compile(r"[A-Za-z0-9_.\-]{0,63}")
+
+
+def _check_owner(value: str) -> str:
+    """An owner as Dagster takes it: an email address or `team:<name>`."""
+    if not _OWNER.fullmatch(value):
+        # the value is not repeated: a misplaced secret must not reach a message
+        raise _value_error("expected an email address or a team as `team:<name>`")
+    return value
+
+
+def _check_tags(value: dict[str, str]) -> dict[str, str]:
+    """Tags as Dagster takes them on an asset: keys of letters, digits, `_`, `-` and `.`
+    with an optional `namespace/`, values likewise or empty; at most 63 characters a part."""
+    for key, tag in value.items():
+        if not _TAG_KEY.fullmatch(key) or key.startswith("dagster/"):
+            raise _value_error(
+                f"tag key {_show(key)}: expected letters, digits, `_`, `-` and `.` (at most 63), "
+                "optionally after a `namespace/` (not `dagster/`)"
+            )
+        if not _TAG_VALUE.fullmatch(tag):
+            raise _value_error(
+                f"tag {_show(key)}: expected a value of letters, digits, `_`, `-` and `.` "
+                "(at most 63), or empty"
+            )
+    return value
+
+
+Owners = list[Annotated[str, AfterValidator(_check_owner)]]
+Tags = Annotated[dict[str, str], AfterValidator(_check_tags)]
+
+
 def _check_http_url(value: str) -> str:
     """An absolute http(s) URL with a host; the value is not repeated (it may hold a password)."""
     expected = "expected an absolute http(s) URL such as https://api.example.com/v1"
@@ -451,6 +486,9 @@ class EndpointConfig(Model):
     incremental: IncrementalConfig | None = None
     window: WindowConfig | None = None
     parent: ParentConfig | None = None
+    # shown on the endpoint's assets in Dagster, added to the source's
+    owners: Owners = []
+    tags: Tags = {}
 
     @property
     def primary_key_fields(self) -> list[str]:
@@ -841,6 +879,9 @@ class SourceConfig(Model):
     http2: bool = False
     # other origins a next URL or Link header may lead to (`http/origins.py`); never credentials
     allowed_origins: list[Annotated[str, AfterValidator(_check_origin)]] = []
+    # shown on every asset of the source in Dagster (an endpoint's own are added)
+    owners: Owners = []
+    tags: Tags = {}
 
     @field_validator("base_url")
     @classmethod

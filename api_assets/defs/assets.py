@@ -13,6 +13,8 @@ What a run records:
 - any other engine error becomes a `dg.Failure` with the engine's message (no traceback).
 """
 
+import hashlib
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -23,9 +25,11 @@ import dagster as dg
 import polars as pl
 
 from api_assets.config.models import EndpointConfig, SourceConfig
+from api_assets.defs.inputs import TABLES_IO_MANAGER
 from api_assets.defs.partitions import CURRENT, partitions_def_for, window_of
 from api_assets.defs.resources import ApiSource, DataStore
 from api_assets.errors import ApiAssetsError, IncompleteError, PaginationError
+from api_assets.http.redact import is_credential_header
 from api_assets.pipeline import checks as evidence
 from api_assets.pipeline.checks import CheckOutcome
 from api_assets.pipeline.ingest import IngestResult, ingest, parent_values
@@ -35,6 +39,9 @@ from api_assets.pipeline.schema import SchemaSnapshot
 from api_assets.storage.layout import DataLayout
 
 HISTORY = 7  # trailing materializations the page-count check compares with
+PREVIEW_ROWS = 5
+PREVIEW_COLUMNS = 12
+PREVIEW_CHARS = 80
 
 AUTOMATION = (
     dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
@@ -105,13 +112,40 @@ def _severity(name: str) -> dg.AssetCheckSeverity:
     return dg.AssetCheckSeverity.ERROR if name == "ERROR" else dg.AssetCheckSeverity.WARN
 
 
-def _md_preview(df: pl.DataFrame, rows: int = 5) -> dg.MetadataValue:
-    head = df.head(rows)
-    cols = [c for c in head.columns if not c.startswith("_")][:12]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in head.select(cols).iter_rows():
-        lines.append("| " + " | ".join(str(v)[:40].replace("|", "\\|") for v in row) + " |")
-    return dg.MetadataValue.md("\n".join(lines))
+def code_version(endpoint: EndpointConfig) -> str:
+    """A short hash of what the endpoint fetches and how: a changed sources entry shows as a
+    new code version in the UI. Owners and tags are left out (they change no data), and so are
+    keys left at their defaults (a new optional key changes no version); credentials are masked."""
+    config = endpoint.model_dump(mode="json", exclude={"owners", "tags"}, exclude_defaults=True)
+    # a credential in a header is neither data nor config: rotating it changes no version
+    if "headers" in config:
+        config["headers"] = {
+            k: "***" if is_credential_header(k) else v for k, v in config["headers"].items()
+        }
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _table_preview(df: pl.DataFrame) -> dg.MetadataValue:
+    """The first rows as a table the UI renders: up to 12 columns (`_` columns left out), each
+    value as text clipped to 80 characters."""
+    cols = [c for c in df.columns if not c.startswith("_")][:PREVIEW_COLUMNS]
+    records = [
+        dg.TableRecord({c: _clip("" if v is None else str(v)) for c, v in row.items()})
+        for row in df.head(PREVIEW_ROWS).select(cols).iter_rows(named=True)
+    ]
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, str(df.schema[c])) for c in cols])
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def _uri(layout: DataLayout, table: dg.AssetKey, partition: str) -> str:
+    """Where the partition's committed Parquet file is, as a `file://` URI."""
+    source, endpoint = table.path
+    return layout.table_path(source, endpoint, partition).resolve().as_uri()
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
 def _column_schema(df: pl.DataFrame) -> dg.TableSchema:
@@ -167,6 +201,9 @@ def build_endpoint_asset(source: SourceConfig, endpoint: EndpointConfig) -> dg.A
     partitions_def = partitions_def_for(source)
     rkey, tkey, skey = raw_key(s, e), table_key(s, e), schema_key(s, e)
     kind_word = endpoint.kind
+    owners = list(dict.fromkeys([*source.owners, *endpoint.owners]))
+    tags = {**source.tags, **endpoint.tags}
+    version = code_version(endpoint)
     raw_deps: list[dg.AssetKey] = []
     if endpoint.parent is not None:
         raw_deps.append(table_key(s, endpoint.parent.endpoint))
@@ -176,6 +213,9 @@ def build_endpoint_asset(source: SourceConfig, endpoint: EndpointConfig) -> dg.A
             deps=raw_deps,
             description=f"Raw responses of `{endpoint.path}` ({kind_word}), gzip bodies and manifest.",
             group_name=s,
+            owners=owners,
+            tags=tags,
+            code_version=version,
             kinds={"api", "json"},
             skippable=True,
             automation_condition=AUTOMATION if raw_deps else None,
@@ -186,16 +226,22 @@ def build_endpoint_asset(source: SourceConfig, endpoint: EndpointConfig) -> dg.A
             deps=[rkey],
             description=f"Normalized table of `{endpoint.path}` (Parquet, one row per record).",
             group_name=s,
+            owners=owners,
+            tags=tags,
+            code_version=version,
             kinds={"polars", "parquet"},
             skippable=True,
             automation_condition=AUTOMATION,
             freshness_policy=freshness_policy(source),
-        ),
+        ).with_io_manager_key(TABLES_IO_MANAGER),  # downstream assets load it as a LazyFrame
         dg.AssetSpec(
             skey,
             deps=[rkey],
             description=f"Structural schema snapshot of `{endpoint.path}`.",
             group_name=s,
+            owners=owners,
+            tags=tags,
+            code_version=version,
             kinds={"json"},
             skippable=True,
             automation_condition=AUTOMATION,
@@ -288,7 +334,7 @@ def build_endpoint_asset(source: SourceConfig, endpoint: EndpointConfig) -> dg.A
                 f"{result.stats.throttled} throttled"
             )
 
-        yield from _materializations(context, ep, per_partition, selected, rkey, tkey, skey)
+        yield from _materializations(context, ep, per_partition, selected, layout, rkey, tkey, skey)
         for name, items in outcomes.items():
             key_for = skey if name == evidence.SCHEMA_DRIFT else rkey
             if key_for not in selected:
@@ -343,7 +389,8 @@ def _rebuild(
             key: {
                 "dagster/row_count": df.height,
                 "dagster/column_schema": _column_schema(df),
-                "preview": _md_preview(df),
+                "dagster/uri": _uri(layout, tkey, key),
+                "preview": _table_preview(df),
                 "rebuilt_from_archive": True,
             }
             for key, df in tables
@@ -412,6 +459,8 @@ def _fetch_metadata(ep: EndpointConfig, result: IngestResult) -> dict[str, Any]:
         "throttled": stats.throttled,
         "fetched": stats.fetched,
         "concurrency": stats.concurrency,
+        "elapsed_seconds": dg.MetadataValue.float(float(result.report.elapsed_s or 0.0)),
+        "rate_limit_wait_seconds": dg.MetadataValue.float(round(stats.rate_limit_wait_s, 6)),
     }
     if ep.incremental is not None:
         metadata["high_water_mark"] = dg.MetadataValue.text(str(result.watermark_after))
@@ -426,6 +475,7 @@ def _materializations(
     ep: EndpointConfig,
     results: list[tuple[str, IngestResult]],
     selected: set[dg.AssetKey],
+    layout: DataLayout,
     rkey: dg.AssetKey,
     tkey: dg.AssetKey,
     skey: dg.AssetKey,
@@ -441,7 +491,7 @@ def _materializations(
                 **common[key],
                 "dagster/row_count": r.report.records or 0,
                 "bytes": r.stats.bytes,
-                "preview": _md_preview(r.table.df),
+                "preview": _table_preview(r.table.df),
             }
             for key, r in results
         },
@@ -457,7 +507,8 @@ def _materializations(
                     "dagster/row_count": r.table.records,
                     "dagster/column_schema": _column_schema(r.table.df),
                     "duplicates": r.report.duplicates or 0,
-                    "preview": _md_preview(r.table.df),
+                    "dagster/uri": _uri(layout, tkey, key),
+                    "preview": _table_preview(r.table.df),
                 }
                 for key, r in results
             },

@@ -1,4 +1,4 @@
-"""Schedules, sensors and declarative automation per source (issue 5).
+"""Schedules, sensors and declarative automation per source.
 
 - `schedule:` → a schedule that materializes the source's latest complete partition (the tick,
   in UTC, decides which), plus a freshness policy matching it.

@@ -18,7 +18,9 @@ from api_assets.defs.automation import (
     source_job,
     source_schedule,
 )
+from api_assets.defs.daily_revenue import demo_downstream
 from api_assets.defs.executor import api_assets_executor
+from api_assets.defs.inputs import TABLES_IO_MANAGER, TableIOManager
 from api_assets.defs.partitions import partitions_def_for
 from api_assets.defs.resources import ApiSource, DataStore
 from api_assets.errors import SourcesError
@@ -39,7 +41,10 @@ def build_definitions(
     jobs = []
     schedules = []
     sensors: list[dg.SensorDefinition] = []
-    resources: dict[str, object] = {"data_store": DataStore()}
+    resources: dict[str, object] = {
+        "data_store": DataStore(),
+        TABLES_IO_MANAGER: TableIOManager(),
+    }
     merged: list[dg.Definitions] = []
     for source in sources:
         resources[resource_key(source.name)] = ApiSource(
@@ -60,6 +65,7 @@ def build_definitions(
             sensors.append(sensor)
     if sources:
         sensors.append(automation_sensor(sources))
+    assets.extend(demo_downstream(sources, sources_file))  # the demo's "Build on it" example
     root = dg.Definitions(
         assets=assets,
         jobs=jobs,

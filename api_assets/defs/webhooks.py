@@ -99,30 +99,28 @@ def build_webhook_defs(
             None if None in ends else max(e for e in ends if e is not None),
         )
         per_partition = _bucket(events, windows, time_partitions)
-        rows = 0
-        paths: list[str] = []
-        preview_frame = _frame([], "", ingested_at)
+        column_schema = dg.TableSchema(
+            columns=[dg.TableColumn(c, str(t)) for c, t in SCHEMA.items()]
+        )
+        per_key: dict[str, dict[str, Any]] = {}
         for partition, bucket in per_partition.items():
             frame = _frame(bucket, partition, ingested_at)
             path = layout.table_path(name, ASSET_NAME, partition)
             write_table(frame, path, {})
             context.log.info(f"{name}/{ASSET_NAME} {partition}: {frame.height} events → {path}")
-            rows += frame.height
-            paths.append(str(path))
-            if preview_frame.height == 0:
-                preview_frame = frame
-        metadata: dict[str, Any] = {
-            "dagster/row_count": rows,
-            "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(c, str(t)) for c, t in SCHEMA.items()]
-            ),
-            "preview": _preview(preview_frame),
-        }
-        if len(paths) == 1:
-            metadata["path"] = dg.MetadataValue.path(paths[0])
-        else:
-            metadata["rows_by_partition"] = {p: len(b) for p, b in per_partition.items()}
-        return dg.MaterializeResult(metadata=metadata)
+            # each partition its own count: a range run must not stamp its total on every one
+            per_key[partition] = {
+                "dagster/row_count": frame.height,
+                "dagster/column_schema": column_schema,
+                "dagster/uri": path.resolve().as_uri(),
+                "path": dg.MetadataValue.path(str(path)),
+                "preview": _preview(frame),
+            }
+        if len(per_key) == 1:
+            return dg.MaterializeResult(metadata=next(iter(per_key.values())))
+        for partition, metadata in per_key.items():
+            context.add_asset_metadata(metadata, partition_key=partition)
+        return dg.MaterializeResult(metadata={"partitions": len(per_key)})
 
     @dg.sensor(
         name=sensor_name(name),

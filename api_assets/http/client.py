@@ -62,7 +62,7 @@ class SeriesCounts:
         status = getattr(event, "status", None)
         self.add(retries=1, throttled=1 if status == 429 else 0)
 
-    def add(self, **counts: int) -> None:
+    def add(self, **counts: float) -> None:
         with self.lock:
             for name, n in counts.items():
                 setattr(self.stats, name, getattr(self.stats, name) + n)
@@ -144,8 +144,8 @@ class SourceClient:
         parsed: dict[str, Any] = {}
 
         def send() -> httpx.Response:
-            with self.limiter.acquire():
-                counts.add(requests=1)
+            with self.limiter.acquire() as waited:
+                counts.add(requests=1, rate_limit_wait_s=waited)
                 response, parsed["encoding"] = self._send_capped(endpoint, url, params)
             if not self.auth.per_credential_budget:
                 # With key rotation the headers describe one key, not the source: the rotation

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from api_assets.config.models import EndpointConfig, SourceConfig
+from api_assets.config.models import EndpointConfig, RateLimitConfig, SourceConfig
 from api_assets.errors import ApiAssetsError, FetchError, IncompleteError
 from api_assets.http.client import SourceClient, get_client
 from api_assets.pages import FetchStats, Page
@@ -161,7 +161,7 @@ class _Run:
             self.tracker = WatermarkTracker(self.source.name, endpoint.name, inc, start)
             sinks.append(self.tracker)
         preparer = Preparer(tuple(sinks))
-        progress = _Progress(emit)
+        progress = _Progress(emit, self.source.rate_limit)
         for page in _pages(client, endpoint, self.stats, params, parent_rows, preparer):
             try:
                 preparer.deliver(page)
@@ -294,10 +294,17 @@ class _Run:
 
 
 class _Progress:
-    """Logs pages, records, rate, retries and an ETA every few seconds on long fetches."""
+    """Logs pages, records, rate, retries and an ETA every few seconds on long fetches, and says
+    so when the rate limit is what paces the fetch."""
 
-    def __init__(self, emit: Callable[[str], None] | None, every: float = 5.0):
+    def __init__(
+        self,
+        emit: Callable[[str], None] | None,
+        rate_limit: RateLimitConfig | None = None,
+        every: float = 5.0,
+    ):
         self.emit = emit
+        self.rate_limit = rate_limit
         self.every = every
         self.started = self.last = time.monotonic()
 
@@ -306,14 +313,35 @@ class _Progress:
         if self.emit is None or now - self.last < self.every:
             return
         self.last = now
-        rate = stats.fetched / max(now - self.started, 1e-9)
+        elapsed = now - self.started
+        rate = stats.fetched / max(elapsed, 1e-9)
         eta = ""
         if stats.total_reported and rate > 0:
             eta = f", ETA {max(stats.total_reported - stats.fetched, 0) / rate:.0f}s"
+        paced = ""
+        if self.rate_limit is not None:
+            note = pacing_note(self.rate_limit, stats.rate_limit_wait_s, elapsed)
+            paced = f"; {note}" if note else ""
         self.emit(
             f"{stats.pages} pages, {stats.fetched} records ({rate:.0f}/s), "
-            f"{stats.retries} retries, {stats.throttled} throttled{eta}"
+            f"{stats.retries} retries, {stats.throttled} throttled{eta}{paced}"
         )
+
+
+# Requests that spent this share of a fetch's time (summed over threads) waiting on the limiter
+# were paced by it rather than by the API.
+PACED_SHARE = 0.25
+
+
+def pacing_note(rate_limit: RateLimitConfig, waited_s: float, elapsed_s: float) -> str | None:
+    """ "paced by rate_limit ..." when waiting on the rate limiter took a noticeable share of a
+    fetch's `elapsed_s` (at least a second), naming the rate and the key to raise; else None."""
+    if elapsed_s < 1.0 or waited_s < PACED_SHARE * elapsed_s:
+        return None
+    rps = f"{rate_limit.requests_per_second:g} req/s"
+    if "requests_per_second" in rate_limit.model_fields_set:
+        return f"paced by rate_limit {rps} (raise rate_limit.requests_per_second)"
+    return f"paced by rate_limit {rps} (the default; raise rate_limit.requests_per_second)"
 
 
 def _request_params(

@@ -80,6 +80,7 @@ class RunReport:
     stop_reason: str | None = None
     bytes: int = 0
     concurrency: int = 0  # the most requests of one series in flight at once
+    rate_limit_wait_s: float = 0.0  # seconds requests waited on the rate limiter, summed
     elapsed_s: float | None = None
     empty_pages: list[int] = field(default_factory=list)
     short_pages: list[int] = field(default_factory=list)
@@ -99,6 +100,7 @@ class RunReport:
         self.stop_reason = stats.stop_reason
         self.bytes = stats.bytes
         self.concurrency = stats.concurrency
+        self.rate_limit_wait_s = round(stats.rate_limit_wait_s, 3)
         self.empty_pages = list(stats.empty_pages)
         self.short_pages = list(stats.short_pages)
         self.not_found = len(stats.not_found)

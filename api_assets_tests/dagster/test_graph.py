@@ -92,6 +92,10 @@ def graph_snapshot(defs: dg.Definitions) -> dict[str, Any]:
             "checks": checks,
             "automation_condition": describe_condition(spec.automation_condition),
             "freshness_policy": describe_freshness(freshness),
+            "owners": list(spec.owners),
+            "tags": {k: v for k, v in spec.tags.items() if not k.startswith("dagster/kind/")},
+            "code_version": spec.code_version,
+            "io_manager_key": spec.metadata.get("dagster/io_manager_key"),
         }
     repo = defs.get_repository_def()
     schedules = {
@@ -156,7 +160,12 @@ def test_demo_graph_has_the_contract_shape(demo_defs: dg.Definitions) -> None:
                 f"{source.name}/{ep.name}",
                 f"{source.name}/schema/{ep.name}",
             }
-    assert set(assets) == expected_keys
+    # and the demo's "Build on it" example, on the tables of orders and order lines
+    assert set(assets) == expected_keys | {"shop/daily_revenue"}
+    revenue = assets.pop("shop/daily_revenue")
+    assert revenue["deps"] == ["shop/order_lines", "shop/orders"]
+    assert revenue["checks"] == {"lines_match_order_totals": {"blocking": False}}
+    assert revenue["partitions"] == assets["shop/orders"]["partitions"]
     for key, asset in assets.items():
         source, *_rest, endpoint = key.split("/")
         assert asset["group"] == source
@@ -170,6 +179,10 @@ def test_demo_graph_has_the_contract_shape(demo_defs: dg.Definitions) -> None:
         else:
             assert asset["checks"] == {}
             assert asset["deps"] == [f"{source}/raw/{endpoint}"]
+            # downstream assets load the table through the tables io manager
+            assert asset["io_manager_key"] == "api_tables"
+        # the three assets of an endpoint share the hash of its config
+        assert asset["code_version"] == assets[f"{source}/{endpoint}"]["code_version"]
     # a child endpoint's raw responses depend on its parent's table
     assert assets["shop/raw/order_lines"]["deps"] == ["shop/orders"]
     assert assets["shop/raw/orders"]["deps"] == []

@@ -169,6 +169,21 @@ def test_a_range_run_writes_each_partition_on_its_own(layout: DataLayout) -> Non
         for p in ["2026-03-01", "2026-03-02", "2026-03-03"]
     }
     assert counts == {"2026-03-01": 1, "2026-03-02": 0, "2026-03-03": 2}
+    # each partition's materialization carries its own count, not the range's total
+    recorded = {
+        mat.partition: mat.metadata["dagster/row_count"].value
+        for mat in result.asset_materializations_for_node("gh__webhook_events")
+    }
+    assert recorded == counts
+    [mat] = [
+        m
+        for m in result.asset_materializations_for_node("gh__webhook_events")
+        if m.partition == "2026-03-03"
+    ]
+    uri = mat.metadata["dagster/uri"].value
+    assert uri == layout.table_path("gh", "webhook_events", "2026-03-03").resolve().as_uri()
+    preview: Any = mat.metadata["preview"].value
+    assert sorted(r.data["event_id"] for r in preview.records) == ["b", "c"]
 
 
 def test_hourly_partitions(layout: DataLayout) -> None:
