@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -129,14 +129,21 @@ Owners = list[Annotated[str, AfterValidator(_check_owner)]]
 Tags = Annotated[dict[str, str], AfterValidator(_check_tags)]
 
 
-def _check_http_url(value: str) -> str:
-    """An absolute http(s) URL with a host; the value is not repeated (it may hold a password)."""
-    expected = "expected an absolute http(s) URL such as https://api.example.com/v1"
+def _split_url(value: str, expected: str) -> SplitResult:
+    """`value` split into its parts; a validation error saying `expected` when it cannot be (a
+    port that is not a number in range included)."""
     try:
         parts = urlsplit(value)
         _ = parts.port  # raises ValueError for a port that is not a number in range
     except ValueError:
         raise _value_error(expected) from None
+    return parts
+
+
+def _check_http_url(value: str) -> str:
+    """An absolute http(s) URL with a host; the value is not repeated (it may hold a password)."""
+    expected = "expected an absolute http(s) URL such as https://api.example.com/v1"
+    parts = _split_url(value, expected)
     if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", value):
         raise _value_error(expected)
     return value
@@ -815,11 +822,7 @@ def _check_proxy_url(value: str) -> str:
         "expected a proxy URL such as http://proxy.internal:3128 (http or https, optionally "
         "with user:password)"
     )
-    try:
-        parts = urlsplit(value)
-        _ = parts.port  # raises ValueError for a port that is not a number in range
-    except ValueError:
-        raise _value_error(expected) from None
+    parts = _split_url(value, expected)
     if parts.scheme not in _PROXY_SCHEMES or not parts.hostname or re.search(r"\s", value):
         raise _value_error(expected)
     return value
@@ -831,11 +834,7 @@ def _check_origin(value: str) -> str:
         "expected an origin such as https://files.example.com or http://10.0.0.5:8080 "
         "(http or https, a host and an optional port; no path, query or user)"
     )
-    try:
-        parts = urlsplit(value)
-        _ = parts.port  # raises ValueError for a port that is not a number in range
-    except ValueError:
-        raise _value_error(expected) from None
+    parts = _split_url(value, expected)
     if (
         parts.scheme not in ("http", "https")
         or not parts.hostname

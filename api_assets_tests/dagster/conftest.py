@@ -9,7 +9,9 @@
 """
 
 import os
+import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -264,3 +266,19 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> str:
                 parts.append(error.message)
                 error = error.cause
     return "\n".join(parts)
+
+
+def stop_process_tree(proc: subprocess.Popen[Any]) -> None:
+    """Stop a `dg dev` / `dagster dev` started with `start_new_session=True`: SIGINT (its own
+    clean shutdown), then SIGKILL to whatever of its process group is left."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the tree is left
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)

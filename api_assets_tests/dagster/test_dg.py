@@ -23,7 +23,7 @@ import pytest
 from api_assets.defs.build import SourcesFileError
 from api_assets.defs.component import ApiSourcesComponent
 
-from .conftest import PROJECT_ROOT, Project, asset_keys, free_port, utc_day
+from .conftest import PROJECT_ROOT, Project, asset_keys, free_port, stop_process_tree, utc_day
 
 DG_BIN = str(Path(sys.executable).with_name("dg"))
 DEFS_YAML = PROJECT_ROOT / "api_assets" / "dg_defs" / "sources" / "defs.yaml"
@@ -229,14 +229,4 @@ def test_dg_dev_serves_the_ui_on_localhost(project: Project) -> None:
             assert entries[0]["name"] == "api_assets"
             assert loaded["__typename"] == "RepositoryLocation", log_path.read_text()[-4000:]
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # whatever of the tree is left
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=30)
+            stop_process_tree(proc)

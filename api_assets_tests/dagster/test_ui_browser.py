@@ -15,7 +15,6 @@ Screenshots go to the test's tmp dir and, when `API_ASSETS_SCREENSHOTS=dir` is s
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import yaml
 
 from api_assets.demo_api import DemoServer
 
-from .conftest import PROJECT_ROOT, free_port, utc_day
+from .conftest import PROJECT_ROOT, free_port, stop_process_tree, utc_day
 
 pytestmark = pytest.mark.e2e
 
@@ -88,17 +87,7 @@ def dg_dev(tmp_path: Path, server: DemoServer) -> Iterator[str]:
             wait_until_loaded(url, proc, log_path)
             yield url
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # whatever of the tree is left
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=30)
+            stop_process_tree(proc)
 
 
 def wait_until_loaded(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:

@@ -2,8 +2,6 @@
 project root, a partition of a source job launched over GraphQL, run by the daemon's run
 launcher, polled to SUCCESS, its tables checked against the demo API's ground truth."""
 
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,7 +12,15 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
-from .conftest import DAGSTER_BIN, PROJECT_ROOT, Project, asset_keys, free_port, utc_day
+from .conftest import (
+    DAGSTER_BIN,
+    PROJECT_ROOT,
+    Project,
+    asset_keys,
+    free_port,
+    stop_process_tree,
+    utc_day,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -53,17 +59,7 @@ def webserver(project: Project) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the tree is left
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
+        stop_process_tree(proc)
         log.close()
 
 
