@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -75,13 +76,17 @@ class ServerProcess:
         return response.json()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        """Stop the server and every process it started (its own session: a launcher such as
+        the `node` wrapper script runs the real server as a child)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # whatever of the group is left
+        self.process.wait(timeout=10)
 
 
 def start_server(
@@ -104,6 +109,7 @@ def start_server(
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     server = ServerProcess(name, f"http://127.0.0.1:{port}", process, log)
     deadline = time.monotonic() + timeout
