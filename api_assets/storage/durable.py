@@ -1,8 +1,9 @@
 """Durable writes, the one way any data file is written: a reader sees the old file or the new
 one, never a part, and what was written survives a crash once the call returns.
 
-`write_atomic` (temp file in the same directory, fsync, `os.replace`, fsync of the directory),
-`fsync_file`, `fsync_dir`, `temp_sibling` (a hidden temp name no data glob matches) and
+`replacing` (a temp file in the same directory, fsync, `os.replace`, fsync of the directory),
+`write_atomic` (bytes through it), `fsync_file`, `fsync_dir`, `temp_sibling` (a hidden temp name
+no data glob matches) and
 `exchange` (Linux `renameat2(RENAME_EXCHANGE)`: two directories swapped in one step).
 """
 
@@ -12,6 +13,7 @@ import errno
 import functools
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +40,32 @@ def temp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the new one, never a part:
-    a temp file in the same directory, created with `mode` (a secret's file is 0600 from its
-    first byte), fsync, `os.replace`, fsync of the directory."""
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A hidden temp file next to `path` for the caller to write; on a clean exit it is fsynced,
+    renamed over `path` and the directory fsynced (a reader sees the old file or the new one,
+    never a part), on an error removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
     try:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write `data` to `path` durably and atomically (`replacing`), the file created with `mode`
+    (a secret's file is 0600 from its first byte)."""
+    with (
+        replacing(path) as tmp,
+        os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f,
+    ):
+        f.write(data)
 
 
 _RENAME_EXCHANGE = 2

@@ -6,15 +6,13 @@ A table is every `tables/S/E/*.parquet` file, one per partition, read as one wit
 while the API evolved may have different columns (missing ones read as null) or wider types.
 """
 
-import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
 import orjson
 import polars as pl
 
-from api_assets.storage.durable import fsync_dir, fsync_file, temp_sibling
+from api_assets.storage.durable import replacing
 from api_assets.storage.layout import DataLayout, data_root
 
 SEPARATOR = "__"  # nested fields flattened as `parent__child`
@@ -125,20 +123,11 @@ def write_table(df: pl.DataFrame | pl.LazyFrame, path: Path, metadata: dict[str,
     """Write `df` to `path` as Parquet with key-value `metadata`, atomically: a hidden temp
     file in the same directory (never matched by `*.parquet`), fsync, `os.replace`. A LazyFrame
     is streamed (`sink_parquet`), never collected."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    try:
+    with replacing(path) as tmp:
         if isinstance(df, pl.LazyFrame):
             df.sink_parquet(tmp, metadata=dict(metadata))
         else:
             df.write_parquet(tmp, metadata=dict(metadata))
-        fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
 
 
 def read_table_metadata(path: str | Path) -> dict[str, Any]:
